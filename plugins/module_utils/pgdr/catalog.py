@@ -121,6 +121,8 @@ def list_backups(target, prefix, source, include_incomplete=True):
             rows.append(summarize(validate_manifest(manifest, target.where(folder + MANIFEST_NAME))))
         elif include_incomplete:
             keys = target.list_keys(folder)
+            if not keys:
+                continue  # some servers keep an empty folder after its objects are deleted
             rows.append(
                 {
                     "backup_id": backup_id,

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 
 from ansible.module_utils.pgdr import catalog
 from ansible.module_utils.pgdr.errors import DRError
@@ -30,6 +31,9 @@ def _pid_alive(pid):
 
 
 class SourceLock:
+    # Tokens of the locks this process holds now: a lock naming this process but not held is a leftover.
+    _held = set()
+
     def __init__(self, target, key, purpose, wait=0, stale_after=600, renew_every=60, poll=2.0):
         self.target = target
         self.key = key
@@ -45,6 +49,7 @@ class SourceLock:
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "purpose": purpose,
+            "token": uuid.uuid4().hex,
             "taken_at": catalog.isoformat(catalog.utcnow()),
         }
 
@@ -57,8 +62,12 @@ class SourceLock:
         return self.target.get_json(self.key, step="read lock")
 
     def is_stale(self, holder):
-        if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", 0))):
-            return True
+        if holder.get("host") == socket.gethostname():
+            pid = int(holder.get("pid", 0))
+            if pid == os.getpid():
+                return holder.get("token") not in SourceLock._held
+            if not _pid_alive(pid):
+                return True
         return time.time() - float(holder.get("renewed_at", 0)) > self.stale_after
 
     def describe(self, holder):
@@ -91,6 +100,7 @@ class SourceLock:
                 )
             time.sleep(self.poll)
         self.waited = time.monotonic() - started
+        SourceLock._held.add(self._body["token"])
         self._thread = threading.Thread(target=self._renew, name="lock-renew", daemon=True)
         self._thread.start()
         return self
@@ -102,11 +112,12 @@ class SourceLock:
                 self.target.put_bytes(self.key, self._payload(), step="renew lock")
 
     def release(self):
+        SourceLock._held.discard(self._body["token"])
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
         holder = self.holder()
-        if holder and holder.get("host") == self._body["host"] and holder.get("pid") == self._body["pid"]:
+        if holder and holder.get("token") == self._body["token"]:
             self.target.delete_keys([self.key], step="release lock")
 
     def __enter__(self):

@@ -325,6 +325,7 @@ def run(request):
             cleaned = _cleanup(request, step="clean up an earlier unfinished backup")
             try:
                 manifest = _take(request, facts, tools, timings, started_wall)
+                manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}
                 body = json.dumps(manifest, indent=2, sort_keys=True).encode()
                 t0 = time.monotonic()
                 request.target.put_bytes(manifest_key, body, step="commit manifest", if_none_match=True)
@@ -348,7 +349,6 @@ def run(request):
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}
     return {
         "changed": True,
         "backup_id": request.backup_id,
