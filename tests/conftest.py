@@ -111,6 +111,8 @@ def run_playbook(sandbox_dir, sandbox, tmp_path):
         envvars = {
             "SANDBOX_DIR": str(sandbox_dir),
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+            # ansible-runner (and so AWX) sets ANSIBLE_CALLBACK_PLUGINS, which hides ansible.cfg's callback_plugins.
+            "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "plugins" / "callback"),
             "ANSIBLE_FORCE_COLOR": "0",
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             **(env or {}),

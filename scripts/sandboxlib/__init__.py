@@ -137,6 +137,10 @@ def destroy(root: str | os.PathLike | None = None) -> None:
     if not root.exists():
         say(f"sandbox: nothing at {root}")
         return
+    if not any(root.iterdir()):
+        root.rmdir()
+        say(f"sandbox: removed the empty folder {root}")
+        return
     if not (state_file(root).exists() or (root / ".lock").exists()):
         raise SandboxError(f"{root} does not look like a sandbox (no state.json): not removing it")
     pg_roots = {fallback_pg_root(root)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -157,20 +158,23 @@ def _wait_ready(state: dict, proc: subprocess.Popen | None) -> None:
 
 
 def stop(state: dict, *, quiet: bool = False) -> None:
-    """SIGTERM to the process group, wait up to 15 s, then SIGKILL."""
+    """SIGTERM to the process group, wait up to STOP_TIMEOUT seconds, then SIGKILL."""
     pid = running_pid(state)
     if pid is None:
         if not quiet:
             say("s3: not running")
         return
     with timed("s3 (SeaweedFS)") as info:
-        os.killpg(pid, signal.SIGTERM)
+        # The process may exit between the checks and a signal: a missing process group is fine.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         if pid_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-            info["outcome"] = "killed after 15 s"
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            info["outcome"] = f"killed after {STOP_TIMEOUT} s"
         else:
             info["outcome"] = "stopped"
         child = _CHILDREN.pop(pid, None)

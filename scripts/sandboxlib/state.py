@@ -25,8 +25,8 @@ BUCKETS = {"primary": "dr-backups", "immutable": "dr-backups-locked", "storage":
 # SeaweedFS also listens on port + 10000 (gRPC) for each of these.
 S3_PORT_NAMES = ("s3", "s3_https", "master", "volume", "filer", "admin")
 GRPC_OFFSET = 10000
-# Ports come from below the Linux ephemeral range (32768+), so outgoing connections do not take them;
-# the gRPC twins (port + 10000) stay below 42768.
+# Ports come from below the Linux ephemeral range (32768-60999), where outgoing connections take theirs;
+# only SeaweedFS's gRPC twins (port + 10000, at most 42000) reach into it.
 PORT_RANGE = (15000, 32000)
 STATE_VERSION = 1
 
@@ -78,8 +78,13 @@ def locked(root: Path) -> Iterator[None]:
 
 
 def port_free(port: int) -> bool:
-    """Bind test on the loopback address."""
+    """Bind test on the loopback address.
+
+    With SO_REUSEADDR, as the servers themselves bind: connections in TIME_WAIT left by a stopped server
+    do not make its port look busy, while a listener still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((HOST, port))
         except OSError:

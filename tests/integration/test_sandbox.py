@@ -21,7 +21,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import sandboxlib  # noqa: E402
 from sandboxlib import app, s3  # noqa: E402
 
-pytestmark = pytest.mark.integration
+# Every test needs the sandbox up, whether or not it reads its status.
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sandbox")]
 TENANT_COLUMNS = {
     "tenants": "id",
     "profiles": "tenant_id",
