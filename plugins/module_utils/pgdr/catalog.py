@@ -48,7 +48,14 @@ def parse_backup_id(backup_id):
             step="select backup",
             hint="list the backups with playbooks/list_backups.yml",
         )
-    return dt.datetime.strptime(backup_id, BACKUP_ID_FORMAT).replace(tzinfo=dt.UTC)
+    try:
+        return dt.datetime.strptime(backup_id, BACKUP_ID_FORMAT).replace(tzinfo=dt.UTC)
+    except ValueError as exc:
+        raise DRError(
+            f"{backup_id!r} is not a valid UTC timestamp",
+            step="select backup",
+            hint="list the backups with playbooks/list_backups.yml",
+        ) from exc
 
 
 def check_source_name(source):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 # postgresql://user:secret@host/db and key=value style passwords.
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<secret>[^@\s]+)(?P<tail>@)", re.IGNORECASE)
+# The password runs to the last '@' before the host, so a raw '@' inside it is masked too.
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<secret>[^/\s]+)(?P<tail>@)", re.IGNORECASE)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'[^']*'|\S+)", re.IGNORECASE)
 
 

@@ -7,7 +7,6 @@ buffered on disk; memory is bounded by part size x upload concurrency plus zstd'
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import tempfile
@@ -25,11 +24,6 @@ try:
     HAS_ZSTD = True
 except ImportError:  # pragma: no cover - reported by the modules
     HAS_ZSTD = False
-
-try:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-except ImportError:  # pragma: no cover
-    conninfo_to_dict = make_conninfo = None
 
 TOOL_NAME = "pgdr"
 TOOL_VERSION = "0.1.0"
@@ -81,25 +75,12 @@ class BackupRequest:
         return catalog.backup_prefix(self.prefix, self.source, self.backup_id) + name
 
 
-def client_env(dsn):
-    """(conninfo without password, environment with PGPASSWORD) so no secret shows in a process listing."""
-    params = conninfo_to_dict(dsn)
-    password = params.pop("password", None)
-    env = dict(os.environ)
-    if password is not None:
-        env["PGPASSWORD"] = password
-    env.setdefault("PGAPPNAME", "pgdr backup")
-    return make_conninfo(**params), env
-
-
 def _source_facts(request):
     with pg.connect(request.dsn, step="connect source") as conn:
         facts = pg.server_facts(conn)
     flavor = facts["flavor"] if request.flavor == "auto" else request.flavor
-    where = pg.describe_dsn(request.dsn)
-    host, _, rest = where.partition(":")
-    port = rest.split("/", 1)[0]
-    return dict(facts, flavor=flavor, host=host, port=int(port), name=request.source)
+    host, port, _ = pg.dsn_parts(request.dsn)
+    return dict(facts, flavor=flavor, host=host, port=port, name=request.source)
 
 
 def _tools(request, facts):
@@ -364,7 +345,7 @@ def run(request):
 def _take(request, facts, tools, timings, started_wall):
     progress = _Progress(request.progress_file)
     progress.line(f"backup {request.backup_id} of {request.source} started")
-    conninfo, env = client_env(request.dsn)
+    conninfo, env = pg.client_env(request.dsn, app_name="pgdr backup")
     part_size = request.part_size or part_size_for(facts["database_size"])
     t0 = time.monotonic()
     snapshot = pg.Snapshot(request.dsn)

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-from urllib.parse import urlsplit
 
 from ansible.module_utils.pgdr import dumpspec
 from ansible.module_utils.pgdr.errors import DRError, redact
@@ -16,6 +15,7 @@ from ansible.module_utils.pgdr.errors import DRError, redact
 try:
     import psycopg
     from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     HAS_PSYCOPG = True
 except ImportError:  # pragma: no cover - reported by the modules
@@ -24,13 +24,24 @@ except ImportError:  # pragma: no cover - reported by the modules
 DEFAULT_BIN_DIRS = ("/usr/lib/postgresql/{major}/bin",)
 
 
+def dsn_parts(dsn):
+    """(host, port, dbname) of a connection string in URL or key=value form, with libpq's defaults."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise DRError(
+            "the connection string cannot be parsed",
+            step="read connection string",
+            hint="use postgresql://user:password@host:port/dbname",
+        ) from exc
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    return host, int(params.get("port") or 5432), params.get("dbname") or params.get("user") or "postgres"
+
+
 def describe_dsn(dsn):
     """host:port/dbname of a connection string, without user or password (for messages and manifests)."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path or '/postgres'}"
-    fields = dict(re.findall(r"(\w+)\s*=\s*('[^']*'|\S+)", dsn))
-    return f"{fields.get('host', 'localhost')}:{fields.get('port', '5432')}/{fields.get('dbname', 'postgres')}"
+    host, port, dbname = dsn_parts(dsn)
+    return f"{'[' + host + ']' if ':' in host else host}:{port}/{dbname}"
 
 
 def connect(dsn, step="connect", application_name="pgdr", connect_timeout=10, **kwargs):
@@ -54,6 +65,27 @@ def connect(dsn, step="connect", application_name="pgdr", connect_timeout=10, **
         raise DRError(
             f"{message}: {text.splitlines()[0] if text else exc}", step=step, subject=where, hint=hint
         ) from exc
+
+
+def client_env(dsn, dbname=None, app_name="pgdr"):
+    """(conninfo without password, environment with PGPASSWORD) for a client tool, so that no secret shows in
+    a process listing. dbname replaces the connection string's database."""
+    params = conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    if dbname:
+        params["dbname"] = dbname
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = password
+    env["PGAPPNAME"] = app_name
+    return make_conninfo(**params), env
+
+
+def with_database(dsn, dbname):
+    """The same connection string pointing at another database (password kept)."""
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    return make_conninfo(**params)
 
 
 def server_facts(conn):

@@ -22,6 +22,7 @@ except ImportError:  # pragma: no cover - reported by the modules
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10000
+MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
 NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
 
 _HINTS = {
@@ -226,7 +227,7 @@ def part_size_for(expected_bytes, minimum=16 * 1024 * 1024):
     """A part size that keeps an object of about expected_bytes (times a margin of 4) under S3's 10,000 parts."""
     needed = -(-max(expected_bytes, 0) * 4 // (MAX_PARTS - 100))
     size = max(minimum, MIN_PART_SIZE, needed)
-    return -(-size // (1024 * 1024)) * 1024 * 1024
+    return min(-(-size // (1024 * 1024)) * 1024 * 1024, MAX_PART_SIZE)
 
 
 class MultipartWriter:
