@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ("logical_backup", "backup_catalog")
+ROLES = ("logical_backup", "backup_catalog", "verify_migrations", "smoke_tests")
 
 
 @pytest.mark.integration

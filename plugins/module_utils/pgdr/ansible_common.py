@@ -47,7 +47,7 @@ def secrets_of(params):
     found = []
     s3 = params.get("s3") or {}
     found += [s3.get(k) for k in ("secret_key", "session_token", "access_key")]
-    for name in ("dsn", "source_dsn", "target_dsn", "password"):
+    for name in ("dsn", "source_dsn", "target_dsn", "password", "token"):
         value = params.get(name)
         if value:
             found.append(value)

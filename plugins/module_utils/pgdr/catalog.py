@@ -42,7 +42,7 @@ def backup_id_for(moment, window):
 
 
 def parse_backup_id(backup_id):
-    if not BACKUP_ID_RE.match(backup_id or ""):
+    if not BACKUP_ID_RE.fullmatch(backup_id or ""):
         raise DRError(
             f"{backup_id!r} is not a backup id (expected a UTC timestamp like 20261128T000000Z)",
             step="select backup",
@@ -59,7 +59,7 @@ def parse_backup_id(backup_id):
 
 
 def check_source_name(source):
-    if not SOURCE_RE.match(source or ""):
+    if not SOURCE_RE.fullmatch(source or ""):
         raise DRError(
             f"source name {source!r} is not usable in object keys",
             step="plan",
@@ -121,7 +121,7 @@ def list_backups(target, prefix, source, include_incomplete=True):
     base = source_prefix(prefix, source)
     for folder in target.list_common_prefixes(base):
         backup_id = folder[len(base) :].strip("/")
-        if not BACKUP_ID_RE.match(backup_id):
+        if not BACKUP_ID_RE.fullmatch(backup_id):
             continue
         manifest = target.get_json(folder + MANIFEST_NAME, step="read manifest")
         if manifest is not None:

@@ -162,7 +162,8 @@ class Snapshot:
 
     def __init__(self, dsn, application_name="pgdr backup snapshot"):
         self.conn = connect(dsn, step="open snapshot", application_name=application_name)
-        self.conn.execute("begin isolation level repeatable read, read only")
+        self.conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        self.conn.read_only = True
         self.id = self.conn.execute("select pg_export_snapshot()").fetchone()[0]
 
     def close(self):
