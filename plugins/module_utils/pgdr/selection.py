@@ -131,3 +131,29 @@ def verify_objects(target, manifest, step="verify checksums"):
         check_digest(target, obj, size, digest.hexdigest(), step)
         results.append({"name": obj["name"], "key": obj["key"], "size": size, "sha256": obj["sha256"], "ok": True})
     return results
+
+
+def check_objects_exist(target, manifest, step="check objects"):
+    """Every object of the backup exists with the manifest's size (a HEAD each; no data read)."""
+    results = []
+    for obj in manifest["objects"]:
+        try:
+            head = target.client.head_object(Bucket=target.bucket, Key=obj["key"])
+        except S3_ERRORS as exc:
+            if is_not_found(exc):
+                raise DRError(
+                    f"object {obj['name']} of the backup is missing",
+                    step=step,
+                    subject=target.where(obj["key"]),
+                    hint="restore another backup; this one is damaged",
+                ) from exc
+            raise translate(exc, step, target.where(obj["key"])) from exc
+        if head["ContentLength"] != obj["size"]:
+            raise DRError(
+                f"object {obj['name']} has {head['ContentLength']} bytes, the manifest says {obj['size']}",
+                step=step,
+                subject=target.where(obj["key"]),
+                hint="restore another backup; this one is damaged",
+            )
+        results.append({"name": obj["name"], "key": obj["key"], "size": obj["size"], "ok": True})
+    return results
