@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES = ("logical_backup", "backup_catalog", "verify_migrations", "smoke_tests")
+ROLES = (
+    "logical_backup",
+    "backup_catalog",
+    "verify_migrations",
+    "smoke_tests",
+    "env_repoint",
+    "promote",
+    "rollback",
+)
 
 
 @pytest.mark.integration

@@ -201,7 +201,9 @@ class Store:
 
 # --- dotenv ----------------------------------------------------------------------------------------------------
 
-_LINE = re.compile(r"^(?P<lead>[ \t]*(?:export[ \t]+)?)(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)[ \t]*=[ \t]*(?P<rest>.*?)$")
+_LINE = re.compile(
+    r"^(?P<lead>[ \t]*(?:export[ \t]+)?)(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>[ \t]*=[ \t]*)(?P<rest>.*?)$"
+)
 _SAFE = re.compile(r"^[A-Za-z0-9_./:@%+,=?&~-]*$")
 
 
@@ -213,11 +215,16 @@ def _split_eol(line):
 
 
 def parse_value(rest):
-    """The value of the part after ``=``: quoted ('...' literal, "..." with escapes) or bare (a `` #`` starts a
-    comment). Returns (value, quote) where quote is ``'``, ``"`` or ``""``."""
+    """The part after ``=``: quoted ('...' literal, "..." with escapes) or bare (a `` #`` starts a comment).
+
+    Returns (value, quote, tail): quote is ``'``, ``"`` or ``""``; tail is what follows the value on the line
+    (spaces and an inline comment), kept when the line is rewritten.
+    """
     if rest.startswith("'"):
         end = rest.find("'", 1)
-        return (rest[1:end] if end > 0 else rest[1:]), "'"
+        if end > 0:
+            return rest[1:end], "'", rest[end + 1 :]
+        return rest[1:], "'", ""
     if rest.startswith('"'):
         out, i = [], 1
         escapes = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "'": "'", "$": "$"}
@@ -229,23 +236,29 @@ def parse_value(rest):
                 i += 2
                 continue
             if char == '"':
-                break
+                return "".join(out), '"', rest[i + 1 :]
             out.append(char)
             i += 1
-        return "".join(out), '"'
+        return "".join(out), '"', ""
     comment = re.search(r"[ \t]#", rest)
-    if comment:
-        rest = rest[: comment.start()]
-    return rest.strip(), ""
+    body = rest[: comment.start()] if comment else rest
+    value = body.strip()
+    return value, "", rest[len(body.rstrip()) :]
 
 
-def format_value(value, prefer=""):
-    """A value as it is written after ``NAME=``; keeps the line's former quoting when it can hold the value."""
+def format_value(value, prefer=None):
+    """A value as written after ``NAME=``. A new line (prefer None) is bare when the value only holds URL-safe
+    characters, else single-quoted, else double-quoted with escapes. A rewritten line keeps its former quoting
+    when that quoting holds the value exactly (so a rollback gives the very bytes back)."""
     value = str(value)
-    can_single = "'" not in value and "\n" not in value and "\r" not in value
-    if prefer == "" and _SAFE.match(value):
+    multiline = "\n" in value or "\r" in value
+    can_single = "'" not in value and not multiline
+    can_bare = not multiline and not value.startswith(("'", '"')) and parse_value(value)[0] == value
+    if prefer is None and _SAFE.match(value):
         return value
-    if prefer in ("", "'") and can_single:
+    if prefer == "" and can_bare:
+        return value
+    if prefer in (None, "", "'") and can_single:
         return f"'{value}'"
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
@@ -273,10 +286,13 @@ def render_dotenv(text, values, remove=()):
             continue
         name = match["name"]
         if name in remove:
+            if not eol and out:
+                # The last line, without a line end: the line before it becomes the last, without one too.
+                out[-1] = _split_eol(out[-1])[0]
             continue
         if name in values:
-            quote = parse_value(match["rest"])[1]
-            out.append(f"{match['lead']}{name}={format_value(values[name], quote)}{eol}")
+            _, quote, tail = parse_value(match["rest"])
+            out.append(f"{match['lead']}{name}{match['sep']}{format_value(values[name], quote)}{tail}{eol}")
             seen.add(name)
             continue
         out.append(line)
@@ -287,9 +303,13 @@ def render_dotenv(text, values, remove=()):
             if _split_eol(line)[1]:
                 eol = _split_eol(line)[1]
                 break
+        # A file without a final line end keeps that shape, so removing the names again gives the same bytes.
+        final = eol
         if out and not _split_eol(out[-1])[1]:
             out[-1] += eol
+            final = ""
         out.extend(f"{name}={format_value(values[name])}{eol}" for name in new)
+        out[-1] = _split_eol(out[-1])[0] + final
     return "".join(out)
 
 
@@ -484,7 +504,14 @@ class AwsStore(Store):
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
             text = exc.response.get("Error", {}).get("Message", "") or str(exc)
-            if code in _DENIED:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            # Some endpoints answer a JSON-protocol call with an XML error body that botocore cannot parse.
+            inner = re.search(r"<Code>([^<]+)</Code>", text)
+            if inner:
+                code = inner.group(1)
+                message = re.search(r"<Message>([^<]*)</Message>", text)
+                text = message.group(1) if message else code
+            if code in _DENIED or (status == 403 and code not in _BAD_CREDENTIALS):
                 return self.error(
                     f"access denied ({code}): {text}",
                     step,
@@ -689,9 +716,7 @@ class SecretsManagerStore(AwsStore):
         kwargs = {"Name": secret_id, "SecretString": text}
         if self.settings.get("kms_key_id"):
             kwargs["KmsKeyId"] = self.settings["kms_key_id"]
-        self.call(
-            step, names, "secretsmanager:CreateSecret", self.client().create_secret, values=values, **kwargs
-        )
+        self.call(step, names, "secretsmanager:CreateSecret", self.client().create_secret, values=values, **kwargs)
 
     def write(self, values):
         data = self._load(self.secret_id, "write env store", list(values)) or {}
