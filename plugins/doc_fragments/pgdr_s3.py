@@ -44,4 +44,18 @@ options:
         type: str
         default: when_required
         choices: [when_required, when_supported]
+      sse:
+        description:
+          - Server-side encryption asked for every object written (encryption at rest on the bucket's side).
+          - Client-side encryption (the bucket owner cannot read the dumps) is O(encryption_recipients) of the
+            backup module.
+        type: dict
+        suboptions:
+          algorithm:
+            description: V(AES256) (SSE-S3) or V(aws:kms) (SSE-KMS).
+            type: str
+            choices: [AES256, "aws:kms"]
+          kms_key_id:
+            description: KMS key id or alias for V(aws:kms); omit for the account's default key.
+            type: str
 """

@@ -81,6 +81,15 @@ options:
   progress_file:
     description: File to append progress lines to (follow it with C(tail -f) during a long dump).
     type: path
+  encryption_recipients:
+    description:
+      - age recipients (C(age1...)) to encrypt every object to, on this host, before it leaves it; whoever holds
+        the bucket cannot read the dumps. Restores need a matching identity (C(AGE-SECRET-KEY-1...)).
+      - The manifest records each object's SHA-256 as stored and of the plaintext stream, so both the stored
+        bytes and the decrypted result are verified on restore.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -169,6 +178,7 @@ def main():
             "lock_wait": {"type": "int", "default": 0},
             "lock_stale_after": {"type": "int", "default": 600},
             "progress_file": {"type": "path"},
+            "encryption_recipients": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )
@@ -192,6 +202,8 @@ def main():
             lock_wait=p["lock_wait"],
             lock_stale_after=p["lock_stale_after"],
             progress_file=p["progress_file"],
+            encryption_recipients=p["encryption_recipients"],
+            sse=p["s3"].get("sse"),
         )
         plan = logical_backup.plan(request)
         existing = plan.pop("existing_manifest")

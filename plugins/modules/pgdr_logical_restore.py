@@ -75,6 +75,11 @@ options:
   progress_file:
     description: File to append progress lines to.
     type: path
+  decryption_identities:
+    description: age identities (C(AGE-SECRET-KEY-1...)) for encrypted backups, from a vault or a lookup. Never logged.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -148,6 +153,7 @@ def main():
             "allow_over_production": {"type": "bool", "default": False},
             "confirm": {"type": "str"},
             "progress_file": {"type": "path"},
+            "decryption_identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
         },
         supports_check_mode=True,
     )
@@ -170,6 +176,7 @@ def main():
             allow_over_production=p["allow_over_production"],
             confirm=p["confirm"],
             progress_file=p["progress_file"],
+            decryption_identities=p["decryption_identities"],
         )
         if module.check_mode:
             plan = logical_restore.plan(request)

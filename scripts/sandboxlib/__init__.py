@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import app, pg, s3, tls
+from . import app, extras, pg, pitr, s3, tls
 from .common import SandboxError, say
 from .state import TARGETS, fallback_pg_root, load_state, locked, new_state, sandbox_dir, save_state, state_file
 
@@ -77,6 +77,8 @@ def up(root: str | os.PathLike | None = None) -> dict:
             target["initialized"] = True
             save_state(state)
         _write_env_files(state)
+        extras.ensure_age_key(state)
+        extras.start_api(state)
         save_state(state)
     say(f"sandbox: up ({time.monotonic() - start:.1f} s)")
     return status(root)
@@ -107,8 +109,11 @@ def down(root: str | os.PathLike | None = None) -> None:
         return
     state = load_state(root)
     with locked(Path(state["dir"])):
+        # Clusters restored by the PITR runbook archive nowhere, but stop them first all the same.
+        pitr.stop_restored(state)
         for name in TARGETS:
             pg.stop(name, state[name])
+        extras.stop_api(state)
         s3.stop(state)
 
 
@@ -118,6 +123,8 @@ def status(root: str | os.PathLike | None = None) -> dict:
     for name in TARGETS:
         state[name]["up"] = pg.is_up(state[name])
     state["s3"]["up"] = s3.running_pid(state) is not None and s3.answers(state)
+    if "supabase_api" in state:
+        state["supabase_api"]["up"] = extras.api_pid(state) is not None and extras.api_answers(state)
     return state
 
 

@@ -16,6 +16,13 @@ S3_ARGUMENT_SPEC = {
     "ca_bundle": {"type": "path"},
     "validate_certs": {"type": "bool", "default": True},
     "checksums": {"type": "str", "default": "when_required", "choices": ["when_required", "when_supported"]},
+    "sse": {
+        "type": "dict",
+        "options": {
+            "algorithm": {"type": "str", "choices": ["AES256", "aws:kms"]},
+            "kms_key_id": {"type": "str"},
+        },
+    },
 }
 
 
@@ -42,22 +49,15 @@ def s3_target(params):
     )
 
 
-def secrets_of(params):
-    """Every secret value in the module's parameters, to scrub from messages."""
-    found = []
-    s3 = params.get("s3") or {}
-    found += [s3.get(k) for k in ("secret_key", "session_token", "access_key")]
-    for name in ("dsn", "source_dsn", "target_dsn", "password", "token"):
-        value = params.get(name)
-        if value:
-            found.append(value)
-    return [f for f in found if f]
+def secrets_of(module):
+    """Every secret value the module was given: the values of all no_log options, nested ones included."""
+    return sorted((str(v) for v in getattr(module, "no_log_values", ()) if v), key=len, reverse=True)
 
 
 def fail(module, exc):
     """The one error path: a DRError becomes a failure with its step, subject and hint; anything else
     becomes a failure with the exception's text and a redacted traceback."""
-    secrets = secrets_of(module.params)
+    secrets = secrets_of(module)
     if isinstance(exc, DRError):
         details = exc.to_dict()
         module.fail_json(msg=redact(str(exc), secrets), error={k: redact(v, secrets) for k, v in details.items()})

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 
-from ansible.module_utils.pgdr import catalog, dumpspec, pg
+from ansible.module_utils.pgdr import catalog, crypto, dumpspec, pg
 from ansible.module_utils.pgdr.errors import DRError, redact
 from ansible.module_utils.pgdr.lock import SourceLock
 from ansible.module_utils.pgdr.s3 import MultipartWriter, part_size_for
@@ -43,7 +43,7 @@ class BackupRequest:
         flavor="auto",
         bin_dir=None,
         compression_level=1,
-        compression_threads=0,
+        compression_threads=1,
         part_size=None,
         concurrency=3,
         count_rows=True,
@@ -51,6 +51,8 @@ class BackupRequest:
         lock_stale_after=600,
         progress_file=None,
         now=None,
+        encryption_recipients=(),
+        sse=None,
     ):
         catalog.check_source_name(source)
         self.source = source
@@ -70,9 +72,32 @@ class BackupRequest:
         self.progress_file = progress_file
         self.now = now or catalog.utcnow()
         self.backup_id = catalog.backup_id_for(self.now, window)
+        self.recipient_texts = [r.strip() for r in encryption_recipients or ()]
+        self.recipients = crypto.parse_recipients(self.recipient_texts) if self.recipient_texts else None
+        self.sse_args = sse_arguments(sse)
 
     def key(self, name):
         return catalog.backup_prefix(self.prefix, self.source, self.backup_id) + name
+
+    def object_key(self, obj):
+        """Key of a dump object: .zst, then .age when it is encrypted."""
+        return self.key(obj.filename + (".zst.age" if self.recipients else ".zst"))
+
+
+def sse_arguments(sse):
+    """S3 server-side encryption arguments from {"algorithm": "AES256"|"aws:kms", "kms_key_id": ...}."""
+    if not sse or not sse.get("algorithm"):
+        return {}
+    if sse["algorithm"] not in ("AES256", "aws:kms"):
+        raise DRError(
+            f"unknown server-side encryption {sse['algorithm']!r}; expected AES256 or aws:kms",
+            step="check encryption",
+            hint="fix the s3 sse setting in the inventory",
+        )
+    args = {"ServerSideEncryption": sse["algorithm"]}
+    if sse["algorithm"] == "aws:kms" and sse.get("kms_key_id"):
+        args["SSEKMSKeyId"] = sse["kms_key_id"]
+    return args
 
 
 def _source_facts(request):
@@ -120,7 +145,7 @@ def plan(request):
         "objects": [
             {
                 "name": o.name,
-                "key": request.key(o.filename + ".zst"),
+                "key": request.object_key(o),
                 "format": o.format,
                 "tool": o.kind,
                 "description": o.description,
@@ -128,6 +153,8 @@ def plan(request):
             for o in objects
         ],
         "leftovers": [key for key, _ in leftovers],
+        "encryption": f"age, to {len(request.recipients)} recipient(s)" if request.recipients else "none",
+        "server_side_encryption": request.sse_args.get("ServerSideEncryption") or "none",
         "lock": holder,
         "existing": catalog.summarize(manifest) if manifest else None,
         "existing_manifest": manifest,
@@ -169,15 +196,20 @@ def _stderr_tail(fh, limit=800):
 
 
 def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
-    """Stream one dump object into S3; return its manifest entry."""
-    key = request.key(obj.filename + ".zst")
-    tool = tools[obj.kind]["path"]
-    argv = [tool, *obj.args, f"--dbname={conninfo}"]
+    """Stream one dump object into S3 (through zstd, and age when encrypting); return its manifest entry."""
+    key = request.object_key(obj)
+    argv = [tools[obj.kind]["path"], *obj.args, f"--dbname={conninfo}"]
     started = time.monotonic()
     progress.begin(obj.name)
     writer = MultipartWriter(
-        request.target, key, part_size=part_size, concurrency=request.concurrency, on_progress=progress.stored
+        request.target,
+        key,
+        part_size=part_size,
+        concurrency=request.concurrency,
+        on_progress=progress.stored,
+        extra_args=request.sse_args,
     )
+    sink = crypto.EncryptingWriter(writer, request.recipients) if request.recipients else writer
     compressor = zstandard.ZstdCompressor(
         level=request.compression_level, threads=request.compression_threads, write_checksum=True
     )
@@ -186,12 +218,11 @@ def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
         try:
             if obj.name == "roles":
                 text = proc.stdout.read().decode("utf-8")
-                kept = "".join(dumpspec.filter_roles_sql(text.splitlines(keepends=True), obj.flavor))
-                raw = kept.encode("utf-8")
-                writer.write(compressor.compress(raw))
+                raw = "".join(dumpspec.filter_roles_sql(text.splitlines(keepends=True), obj.flavor)).encode("utf-8")
+                sink.write(compressor.compress(raw))
                 raw_size = len(raw)
             else:
-                raw_size, _ = compressor.copy_stream(proc.stdout, writer, read_size=READ_SIZE, write_size=READ_SIZE)
+                raw_size, _ = compressor.copy_stream(proc.stdout, sink, read_size=READ_SIZE, write_size=READ_SIZE)
             code = proc.wait()
             if code != 0:
                 how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
@@ -201,11 +232,15 @@ def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
                     subject=pg.describe_dsn(request.dsn),
                     hint="read the message above; the backup was not committed",
                 )
+            if sink is not writer:
+                sink.close()
             size, sha256 = writer.close()
         except BaseException as exc:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if sink is not writer:
+                sink.abort()
             abort_error = writer.abort()
             if isinstance(exc, DRError) and abort_error:
                 exc.message += f" (aborting the upload also failed: {abort_error})"
@@ -214,7 +249,7 @@ def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
             proc.stdout.close()
     duration = time.monotonic() - started
     progress.line(f"{obj.name}: done, {raw_size / 1e6:.1f} MB dumped, {size / 1e6:.1f} MB stored, {duration:.1f} s")
-    return {
+    entry = {
         "name": obj.name,
         "key": key,
         "format": obj.format,
@@ -223,10 +258,17 @@ def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
         "raw_size": raw_size,
         "compression": {"algorithm": "zstd", "level": request.compression_level},
         "encryption": None,
+        "server_side_encryption": request.sse_args.get("ServerSideEncryption"),
         "parts": len(writer.parts) or 1,
         "duration_s": round(duration, 3),
         "description": obj.description,
     }
+    if sink is not writer:
+        # sha256 covers what is stored; plain_sha256 what decryption must give back (the zstd stream).
+        entry["encryption"] = {"algorithm": "age-x25519", "recipients": request.recipient_texts}
+        entry["plain_sha256"] = sink.plain_sha256
+        entry["plain_size"] = sink.plain_size
+    return entry
 
 
 def _cleanup(request, step):
@@ -373,6 +415,10 @@ def _take(request, facts, tools, timings, started_wall):
                 )
             counts = counter[1]["counts"]
     finally:
+        if counter and counter[0].is_alive():
+            # A dump failed while the rows were still being counted: stop the count before closing its session.
+            snapshot.conn.cancel()
+            counter[0].join(timeout=30)
         snapshot.close()
     finished_wall = catalog.utcnow()
     progress.line(f"backup {request.backup_id} of {request.source}: all objects stored")

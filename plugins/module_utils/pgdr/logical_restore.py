@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible.module_utils.pgdr import catalog, pg
+from ansible.module_utils.pgdr import catalog, crypto, pg
 from ansible.module_utils.pgdr.errors import DRError, redact
 from ansible.module_utils.pgdr.s3 import S3_ERRORS, translate
 from ansible.module_utils.pgdr.selection import READ_SIZE, check_digest, open_object
@@ -63,6 +63,7 @@ class RestoreRequest:
         allow_over_production=False,
         confirm=None,
         progress_file=None,
+        decryption_identities=(),
     ):
         if mode not in MODES:
             raise DRError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}", step="plan restore")
@@ -92,6 +93,8 @@ class RestoreRequest:
         self.allow_over_production = allow_over_production
         self.confirm = confirm
         self.progress_file = progress_file
+        self.manifest_sha256 = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+        self.identities = crypto.parse_identities(decryption_identities) if decryption_identities else None
 
     @property
     def where(self):
@@ -193,14 +196,23 @@ def plan(request):
         template_exists = read_marker(conn, request.template) is not None or request.template == "template0"
         server = pg.server_facts(conn)
     _tools(request)
-    done = bool(marker) and marker.get("backup_id") == request.backup_id and marker.get("status") == "complete"
+    same_backup = bool(marker) and marker.get("backup_id") == request.backup_id
+    if same_backup and marker.get("manifest_sha256") not in (None, request.manifest_sha256):
+        raise DRError(
+            f"database {request.database} holds another backup with the id {request.backup_id} (another source, "
+            "bucket or prefix)",
+            step="plan restore",
+            subject=request.where,
+            hint="choose another database name (-e pgdr_restore_database=...) or drop that database after checking it",
+        )
+    done = same_backup and marker.get("status") == "complete"
     if not done and request.mode == "new_database" and marker is not None:
         raise DRError(
             f"database {request.database} exists already and holds "
             + (f"backup {marker.get('backup_id')}" if marker else "something not restored by this tool"),
             step="plan restore",
             subject=request.where,
-            hint="choose another database name (restore_database) or drop that database after checking it",
+            hint="choose another database name (-e pgdr_restore_database=...) or drop that database after checking it",
         )
     if not template_exists and request.mode == "new_database":
         raise DRError(
@@ -268,17 +280,42 @@ class _Steps:
         return result
 
 
-def fetch_verified(target, obj, dest, step="download"):
-    """Download one object, check its SHA-256 and size as it streams, decompress it into dest."""
+def fetch_verified(target, obj, dest, identities=None, step="download"):
+    """Download one object, check its SHA-256 and size as it streams, decrypt it (age) when it is encrypted,
+    decompress it into dest. Raises before the caller writes anything to a database."""
     body = open_object(target, obj, step)
     digest, size = hashlib.sha256(), 0
     decompressor = zstandard.ZstdDecompressor().decompressobj()
+    encrypted = bool(obj.get("encryption"))
+    if encrypted and not identities:
+        raise DRError(
+            f"object {obj['name']} is encrypted and no decryption identity was given",
+            step=step,
+            subject=target.where(obj["key"]),
+            hint="pass the age identity (from the vault) as decryption_identities",
+        )
     try:
         with open(dest, "wb") as out:
-            for chunk in body.iter_chunks(READ_SIZE):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(decompressor.decompress(chunk))
+            if encrypted:
+                plain = hashlib.sha256()
+
+                def write(chunk):
+                    plain.update(chunk)
+                    out.write(decompressor.decompress(chunk))
+
+                size = crypto.decrypt_stream(body, digest, identities, write)
+                if plain.hexdigest() != obj.get("plain_sha256"):
+                    raise DRError(
+                        f"object {obj['name']} decrypts to other bytes than were backed up",
+                        step=step,
+                        subject=target.where(obj["key"]),
+                        hint="restore another backup",
+                    )
+            else:
+                for chunk in body.iter_chunks(READ_SIZE):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(decompressor.decompress(chunk))
     except S3_ERRORS as exc:
         raise translate(exc, step, target.where(obj["key"])) from exc
     except zstandard.ZstdError as exc:
@@ -314,8 +351,8 @@ def download_all(request, folder):
         )
     files, verified = {}, []
     for obj in request.manifest["objects"]:
-        dest = os.path.join(folder, obj["key"].rsplit("/", 1)[-1].removesuffix(".zst"))
-        verified.append(fetch_verified(request.target, obj, dest))
+        dest = os.path.join(folder, obj["key"].rsplit("/", 1)[-1].removesuffix(".age").removesuffix(".zst"))
+        verified.append(fetch_verified(request.target, obj, dest, request.identities))
         files[obj["name"]] = dest
     return files, verified
 
@@ -464,7 +501,7 @@ def run(request):
             "backup_id": request.backup_id,
             "status": "complete",
             "source": request.manifest["source"]["name"],
-            "manifest_sha256": hashlib.sha256(json.dumps(request.manifest, sort_keys=True).encode()).hexdigest(),
+            "manifest_sha256": request.manifest_sha256,
             "restored_at": catalog.isoformat(catalog.utcnow()),
         }
         if request.mode == "new_database":

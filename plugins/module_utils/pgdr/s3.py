@@ -4,6 +4,7 @@ and a streaming multipart writer with SHA-256 checksums whose memory is bounded 
 from __future__ import annotations
 
 import base64
+import collections
 import hashlib
 import json
 import threading
@@ -153,9 +154,13 @@ class S3Target:
         except ValueError as exc:
             raise DRError(f"not valid JSON: {exc}", step=step, subject=self.where(key)) from exc
 
-    def put_bytes(self, key, data, step="write object", if_none_match=False, content_type="application/json"):
+    def put_bytes(
+        self, key, data, step="write object", if_none_match=False, content_type="application/json", extra_args=None
+    ):
         """Write a small object with its SHA-256 checksum; with if_none_match, only when it does not exist yet."""
-        extra = {"IfNoneMatch": "*"} if if_none_match else {}
+        extra = dict(extra_args or {})
+        if if_none_match:
+            extra["IfNoneMatch"] = "*"
         try:
             return self.client.put_object(
                 Bucket=self.bucket,
@@ -254,6 +259,8 @@ class MultipartWriter:
         self._buffer = bytearray()
         # The object's own SHA-256 is computed in order on one thread of its own, off the caller's thread.
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s3-sha")
+        self._hashing = collections.deque()
+        self._concurrency = concurrency
         self._slots = threading.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
         self._futures = []
@@ -306,7 +313,10 @@ class MultipartWriter:
         if self._error:
             self._slots.release()
             raise self._error
-        self._hasher.submit(self._sha.update, data)
+        # Hashing runs behind the caller; never let more than `concurrency` parts wait for it (bounded memory).
+        self._hashing.append(self._hasher.submit(self._sha.update, data))
+        while len(self._hashing) > self._concurrency:
+            self._hashing.popleft().result()
         self._futures.append(self._pool.submit(self._upload_part, number, data))
 
     def _upload_part(self, number, data):
@@ -336,7 +346,9 @@ class MultipartWriter:
         try:
             if self.upload_id is None and not self._futures:
                 self._sha.update(data)
-                self.target.put_bytes(self.key, data, step="upload", content_type="application/octet-stream")
+                self.target.put_bytes(
+                    self.key, data, step="upload", content_type="application/octet-stream", extra_args=self.extra_args
+                )
             else:
                 if data:
                     self._submit(data)

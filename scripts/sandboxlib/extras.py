@@ -1,0 +1,124 @@
+"""The sandbox's smaller pieces: an age key pair for client-side encryption and the local stand-in of the
+Supabase Management API (scripts/supabase_api_standin.py), run as a detached process like SeaweedFS."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .common import SandboxError, pid_alive, say, tail
+from .state import REPO, port_free
+
+API_READY_TIMEOUT = 15
+
+
+def ensure_age_key(state: dict) -> bool:
+    """An age identity under <dir>/secrets (root-only) and its public recipient in the state; made once."""
+    import pyrage
+
+    secrets_dir = Path(state["dir"]) / "secrets"
+    identity_file = secrets_dir / "age-identity.txt"
+    if state.get("age") and identity_file.exists():
+        return False
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    identity = pyrage.x25519.Identity.generate()
+    fd = os.open(identity_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{identity}\n")
+    state["age"] = {"identity_file": str(identity_file), "recipient": str(identity.to_public())}
+    say("age: made the sandbox's backup encryption key")
+    return True
+
+
+def _api(state: dict) -> dict:
+    """The stand-in's settings, added to older states on first use (a free port picked once)."""
+    if "supabase_api" not in state:
+        for port in range(54380, 54480):
+            if port_free(port):
+                break
+        else:
+            raise SandboxError("no free port for the Management API stand-in in 54380-54479")
+        folder = Path(state["dir"]) / "supabase-api"
+        state["supabase_api"] = {
+            "url": f"http://127.0.0.1:{port}",
+            "port": port,
+            "state_file": str(folder / "projects.json"),
+            "pid_file": str(folder / "standin.pid"),
+            "log_file": str(Path(state["dir"]) / "logs" / "supabase-api.log"),
+        }
+    return state["supabase_api"]
+
+
+def api_pid(state: dict) -> int | None:
+    api = state.get("supabase_api")
+    if not api:
+        return None
+    try:
+        pid = int(Path(api["pid_file"]).read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def api_answers(state: dict) -> bool:
+    api = state.get("supabase_api")
+    if not api:
+        return False
+    try:
+        urllib.request.urlopen(api["url"] + "/v1/projects", timeout=2)  # noqa: S310 - our own loopback endpoint
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401  # it answers, and wants a token
+    except OSError:
+        return False
+    return True
+
+
+def start_api(state: dict) -> None:
+    api = _api(state)
+    if api_pid(state):
+        say(f"supabase api stand-in: already running on {api['url']}")
+        return
+    Path(api["pid_file"]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    Path(api["log_file"]).parent.mkdir(parents=True, exist_ok=True)
+    script = REPO / "scripts" / "supabase_api_standin.py"
+    with open(api["log_file"], "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(script), "--port", str(api["port"]), "--state", api["state_file"]],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    Path(api["pid_file"]).write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + API_READY_TIMEOUT
+    while not api_answers(state):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_api(state)
+            raise SandboxError(
+                f"the Management API stand-in did not start; last lines of its log:\n{tail(Path(api['log_file']))}"
+            )
+        time.sleep(0.1)
+    say(f"supabase api stand-in: started on {api['url']}")
+
+
+def stop_api(state: dict) -> None:
+    pid = api_pid(state)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    Path(state["supabase_api"]["pid_file"]).unlink(missing_ok=True)
+    say("supabase api stand-in: stopped")
