@@ -55,8 +55,13 @@ options:
     type: float
   point_in_time:
     description:
-      - The point the restore aims at (UTC epoch seconds); the RPO is its distance to the backup's C(taken_at).
-        Default O(started_at) (restoring the latest data available at the start).
+      - The point the restore aims at (ISO-8601 time or UTC epoch seconds); the RPO is its distance to the
+        backup's C(taken_at). Default O(started_at) (restoring the latest data available at the start).
+    type: str
+  rpo_s:
+    description:
+      - The achieved RPO in seconds when the restore path measured it (the newest archived WAL's age for PITR);
+        overrides the distance between O(point_in_time) and the backup's C(taken_at). Negative means not measured.
     type: float
   details:
     description: Anything else worth keeping (for example the error that stopped a failed run).
@@ -134,7 +139,8 @@ def main():
             "durations": {"type": "dict", "default": {}},
             "started_at": {"type": "float"},
             "verified_at": {"type": "float"},
-            "point_in_time": {"type": "float"},
+            "point_in_time": {"type": "str"},
+            "rpo_s": {"type": "float"},
             "details": {"type": "dict", "default": {}},
             "incidents_path": {"type": "path", "required": True},
             "jsonl_path": {"type": "path", "required": True},
@@ -148,8 +154,13 @@ def main():
     try:
         rto = p["verified_at"] - p["started_at"] if p["verified_at"] and p["started_at"] else None
         rpo = None
-        point = p["point_in_time"] or p["started_at"]
-        if point and p["backup"].get("taken_at"):
+        point = p["started_at"]
+        if p["point_in_time"]:
+            text = p["point_in_time"]
+            point = float(text) if text.replace(".", "", 1).isdigit() else selection.parse_time(text).timestamp()
+        if p["rpo_s"] is not None and p["rpo_s"] >= 0:
+            rpo = p["rpo_s"]
+        elif point and p["backup"].get("taken_at"):
             rpo = max(0.0, point - selection.parse_time(p["backup"]["taken_at"]).timestamp())
         event = audit.build_event(
             p["kind"],

@@ -825,17 +825,11 @@ def wait_promoted(req, bin_dir, port, deadline):
             return
         if not cluster_running(bin_dir, req.data_dir):
             log = tail(req.log_file)
-            hint = "read the log lines above"
-            if "recovery ended before configured recovery target was reached" in log:
-                hint = (
-                    "the archived WAL ends before the target time (no transaction after it was archived yet): "
-                    "pick an earlier time, or wait for the next WAL archive and retry into a new folder"
-                )
             raise DRError(
                 f"the restored cluster stopped during recovery:\n{log}",
                 step="replay WAL",
                 subject=req.data_dir,
-                hint=hint,
+                hint=recovery_hint(log, "read the log lines above"),
             )
         if time.monotonic() > deadline:
             raise DRError(
@@ -864,8 +858,20 @@ def start_cluster(req, bin_dir, port):
             f"the restored cluster did not start on port {port}:\n{tail(req.log_file)}",
             step="start the restored cluster",
             subject=req.data_dir,
-            hint="read the log; a port in use or a failed recovery are the usual causes",
+            hint=recovery_hint(
+                tail(req.log_file), "read the log; a port in use or a failed recovery are the usual causes"
+            ),
         )
+
+
+def recovery_hint(log, default):
+    """What to do next, from the restored cluster's log."""
+    if "recovery ended before configured recovery target was reached" in log:
+        return (
+            "the archived WAL ends before the target time (nothing committed after it has been archived yet, as on "
+            "a quiet database): pick an earlier time, or wait for the next archived WAL and retry into a new folder"
+        )
+    return default
 
 
 def restore(req, plan):
