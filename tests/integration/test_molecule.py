@@ -19,6 +19,11 @@ ROLES = (
     "env_repoint",
     "promote",
     "rollback",
+    "immutable_copy",
+    "retention",
+    "storage_backup",
+    "storage_restore",
+    "config_snapshot",
 )
 
 
