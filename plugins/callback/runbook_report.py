@@ -64,6 +64,12 @@ class CallbackModule(CallbackBase):
     def v2_runner_on_ok(self, result):
         if result._result.get("changed"):
             self._mark("changed")
+        elif self.current and self.current["status"] == "skipped":
+            self.current["status"] = "ok"
+
+    def v2_runner_on_skipped(self, result):
+        if self.current and self.current["status"] == "ok":
+            self.current["status"] = "skipped"
 
     def v2_playbook_on_stats(self, stats):
         self._close_step()

@@ -49,8 +49,11 @@ def test_check_mode_on_a_fresh_prefix_touches_nothing(run_playbook, sandbox, s3_
 def test_backup_then_again_changes_nothing(run_playbook, sandbox, s3_target, prefix):
     first = run_playbook("backup.yml", {"pgdr_backup_prefix": prefix})
     assert first.rc == 0, first.stdout
-    assert first.changed() == 1
     [result] = first.results("pgdr_logical_backup")
+    assert result["changed"] is True
+    # The immutable copy, the Storage files and the config snapshot ran too, and were secured/recorded.
+    assert first.results("pgdr_secure_backup")[0]["changed"] is True
+    assert first.results("pgdr_storage_backup") and first.results("pgdr_config_snapshot")
     manifest = result["manifest"]
     # The closing lines name the backup, its size, duration and every object's checksum.
     assert f"backup {result['backup_id']} of production" in first.stdout

@@ -24,6 +24,11 @@ ROLES = (
     "storage_backup",
     "storage_restore",
     "config_snapshot",
+    "backup_select",
+    "logical_restore",
+    "restore_record",
+    "supabase_backups_info",
+    "supabase_pitr",
 )
 
 
