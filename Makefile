@@ -13,7 +13,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # pgBackRest (physical backups), openssl (the sandbox's certificates).
 APT_PACKAGES := postgresql-15 postgresql-client-15 pgbackrest openssl
 
-.PHONY: help setup system-packages drill test lint unit integration molecule sandbox-up sandbox-down sandbox-status bench clean
+.PHONY: help setup system-packages drill test lint unit sandbox-up sandbox-down sandbox-status bench bench-restore clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,8 +58,11 @@ sandbox-down: ## Stop the sandbox's services (its data stays)
 sandbox-status: ## Show the sandbox's endpoints and which services are up
 	scripts/sandbox status
 
-bench: setup ## Benchmarks (minutes; several GB of disk): see bench/README.md
+bench: setup ## Backup benchmark against raw pg_dump (minutes; several GB of disk): see bench/README.md
 	$(BIN)/python bench/run.py
+
+bench-restore: setup ## Restore and drill benchmark against raw pg_restore: see bench/README.md
+	$(BIN)/python bench/restore.py
 
 clean: sandbox-down ## Stop the sandbox and remove it and the virtualenv
 	rm -rf .sandbox $(VENV)
