@@ -10,6 +10,13 @@ from ansible.module_utils.pgdr import catalog, pg
 
 pytestmark = pytest.mark.integration
 
+# backup.yml with the dump only (no immutable copy, Storage files or config snapshot), for tests about the dump.
+DUMP_ONLY = {
+    "pgdr_backup_secondary_copy": False,
+    "pgdr_backup_storage_assets": False,
+    "pgdr_backup_config_snapshot": False,
+}
+
 
 def source_state(state):
     """What a run must not change on the source: schema objects and row counts."""
@@ -76,7 +83,7 @@ def test_backup_then_again_changes_nothing(run_playbook, sandbox, s3_target, pre
 
 
 def test_listing_shows_complete_and_incomplete_backups(run_playbook, sandbox, s3_target, prefix):
-    assert run_playbook("backup.yml", {"pgdr_backup_prefix": prefix}).rc == 0
+    assert run_playbook("backup.yml", {"pgdr_backup_prefix": prefix, **DUMP_ONLY}).rc == 0
     # An unfinished run's leftovers: an object without a manifest.
     s3_target.put_bytes(f"{prefix}/production/logical/20200101T000000Z/data.pgdump.zst", b"partial")
     run = run_playbook("playbooks/list_backups.yml", {"pgdr_backup_prefix": prefix})
@@ -114,6 +121,6 @@ def test_unreachable_source_fails_naming_it(run_playbook, sandbox, prefix):
 
 def test_manifest_is_the_only_commit(sandbox, s3_target, prefix, run_playbook):
     """A listing never offers a folder without a manifest as a backup to restore."""
-    assert run_playbook("backup.yml", {"pgdr_backup_prefix": prefix}).rc == 0
+    assert run_playbook("backup.yml", {"pgdr_backup_prefix": prefix, **DUMP_ONLY}).rc == 0
     rows = catalog.list_backups(s3_target, prefix, "production", include_incomplete=False)
     assert len(rows) == 1 and rows[0]["complete"]

@@ -29,7 +29,12 @@ ROLES = (
     "restore_record",
     "supabase_backups_info",
     "supabase_pitr",
+    "pitr_pgbackrest",
+    "pitr_restore",
 )
+# Restores again on every run by design (the Management API keeps no record of past restores; see its README):
+# its scenario has no idempotence step.
+NOT_IDEMPOTENT = {"supabase_pitr"}
 
 
 @pytest.mark.integration
@@ -64,5 +69,6 @@ def test_molecule_scenario(role, sandbox, sandbox_dir, tmp_path):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     # The scenario really converged, checked idempotence and verified (not a run that skipped its steps).
-    for step in ("converge", "idempotence", "verify"):
+    steps = ("converge", "verify") if role in NOT_IDEMPOTENT else ("converge", "idempotence", "verify")
+    for step in steps:
         assert f"{step}: Executed: Successful" in output, output[-6000:]

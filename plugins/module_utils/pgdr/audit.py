@@ -11,6 +11,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 
 from ansible.module_utils.pgdr import catalog
 from ansible.module_utils.pgdr.errors import DRError, redact
@@ -169,7 +170,7 @@ def _append(path, text, header=None):
 def record(event, incidents_path, jsonl_path, report_dir=None, check_mode=False):
     """Append the event to both logs and write the report, unless the same event is recorded already."""
     stamp = event["time"].replace(":", "").replace("-", "").split(".")[0]
-    backup_id = event["backup"].get("id") or "none"
+    backup_id = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(event["backup"].get("id") or "none")).strip("-")
     base = os.path.join(report_dir, f"{event['kind']}-{backup_id}-{stamp}") if report_dir else None
     paths = {
         "incidents": incidents_path,
