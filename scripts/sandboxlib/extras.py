@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from .common import SandboxError, pid_alive, say, tail
-from .state import REPO, port_free
+from .state import PORT_RANGE, REPO, port_free
 
 API_READY_TIMEOUT = 15
 
@@ -40,11 +41,10 @@ def ensure_age_key(state: dict) -> bool:
 def _api(state: dict) -> dict:
     """The stand-in's settings, added to older states on first use (a free port picked once)."""
     if "supabase_api" not in state:
-        for port in range(54380, 54480):
-            if port_free(port):
-                break
-        else:
-            raise SandboxError("no free port for the Management API stand-in in 54380-54479")
+        # A random free port, like the other services', so that two sandboxes starting at once do not collide.
+        port = next((p for p in random.sample(range(*PORT_RANGE), 200) if port_free(p)), None)
+        if port is None:
+            raise SandboxError("no free loopback port for the Management API stand-in")
         folder = Path(state["dir"]) / "supabase-api"
         state["supabase_api"] = {
             "url": f"http://127.0.0.1:{port}",
