@@ -198,6 +198,10 @@ def test_production_is_refused_without_typed_confirmation(run_playbook, sandbox,
             "cannot reach the database server",
         ),
         ({"pgdr_migrations_dir": "/nonexistent/migrations"}, "The migrations folder /nonexistent/migrations"),
+        (
+            {"pgdr_staging_env_store": {"type": "dotenv", "path": "/nonexistent/env/staging.env"}},
+            "folder /nonexistent/env does not exist",
+        ),
     ],
 )
 def test_bad_input_fails_early_naming_it(run_playbook, sandbox, s3_target, prefix, tmp_path, extra, expected):
