@@ -20,7 +20,7 @@ import time
 
 from ansible.module_utils.pgdr import catalog, crypto, pg
 from ansible.module_utils.pgdr.errors import DRError, redact
-from ansible.module_utils.pgdr.s3 import S3_ERRORS, translate
+from ansible.module_utils.pgdr.s3 import S3_ERRORS, RangedReader, is_not_found, translate
 from ansible.module_utils.pgdr.selection import READ_SIZE, check_digest, open_object
 
 try:
@@ -280,10 +280,23 @@ class _Steps:
         return result
 
 
+def _open_ranged(target, obj, step):
+    """The object as a stream of parallel ranged reads; a missing object or one of another size is named now."""
+    try:
+        head = target.client.head_object(Bucket=target.bucket, Key=obj["key"])
+    except S3_ERRORS as exc:
+        if is_not_found(exc):
+            open_object(target, obj, step).close()  # raises the "object ... is missing" error every step uses
+        raise translate(exc, step, target.where(obj["key"])) from exc
+    if head["ContentLength"] != obj["size"]:
+        check_digest(target, obj, head["ContentLength"], "(not read: the size differs)", step)
+    return RangedReader(target, obj["key"], obj["size"], head["ETag"], step=step)
+
+
 def fetch_verified(target, obj, dest, identities=None, step="download"):
     """Download one object, check its SHA-256 and size as it streams, decrypt it (age) when it is encrypted,
     decompress it into dest. Raises before the caller writes anything to a database."""
-    body = open_object(target, obj, step)
+    body = _open_ranged(target, obj, step)
     digest, size = hashlib.sha256(), 0
     decompressor = zstandard.ZstdDecompressor().decompressobj()
     encrypted = bool(obj.get("encryption"))
