@@ -82,17 +82,15 @@ age_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail, s3_spec, s3_target
+from ansible.module_utils.pgdr.ansible_common import backup_set_spec, fail, s3_target
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "source": {"type": "str", "required": True},
+            **backup_set_spec(),
             "backup": {"type": "str", "default": "latest"},
-            "prefix": {"type": "str", "default": "backups"},
             "verify": {"type": "str", "default": "full", "choices": ["full", "exists", "none"]},
-            "s3": s3_spec(),
         },
         supports_check_mode=True,
     )

@@ -211,7 +211,7 @@ changes:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail, s3_spec, s3_target
+from ansible.module_utils.pgdr.ansible_common import backup_set_spec, fail, s3_target
 
 
 def main():
@@ -219,9 +219,7 @@ def main():
 
     module = AnsibleModule(
         argument_spec={
-            "source": {"type": "str", "required": True},
-            "s3": s3_spec(),
-            "prefix": {"type": "str", "default": "backups"},
+            **backup_set_spec(),
             "stores": {
                 "type": "list",
                 "elements": "dict",

@@ -157,36 +157,29 @@ now:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail, s3_spec, s3_target
+from ansible.module_utils.pgdr.ansible_common import backup_set_spec, fail, pgbackrest_config_spec, s3_target
 
 
 def main():
+    from ansible.module_utils.pgdr import supabase_api
+
     module = AnsibleModule(
         argument_spec={
-            "source": {"type": "str", "required": True},
-            "s3": s3_spec(),
-            "prefix": {"type": "str", "default": "backups"},
+            **backup_set_spec(),
             "max_age_s": {"type": "int", "default": 93600},
             "lock_stale_after": {"type": "int", "default": 600},
             "secondary": {"type": "bool", "default": False},
             "pitr": {
                 "type": "dict",
                 "options": {
-                    "stanza": {"type": "str", "required": True},
-                    "config_file": {"type": "path", "required": True},
+                    **pgbackrest_config_spec(),
                     "rpo_s": {"type": "int", "default": 3600},
                     "max_base_age_s": {"type": "int", "default": 93600},
                 },
             },
             "supabase": {
                 "type": "dict",
-                "options": {
-                    "project_ref": {"type": "str", "required": True},
-                    "token": {"type": "str", "required": True, "no_log": True},
-                    "api_url": {"type": "str", "default": "https://api.supabase.com"},
-                    "rpo_s": {"type": "int", "default": 3600},
-                    "timeout": {"type": "int", "default": 30},
-                },
+                "options": {**supabase_api.MODULE_ARGUMENT_SPEC, "rpo_s": {"type": "int", "default": 3600}},
             },
             "now": {"type": "str"},
             "fail_on_stale": {"type": "bool", "default": True},

@@ -157,16 +157,14 @@ cleaned:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail, s3_spec, s3_target
+from ansible.module_utils.pgdr.ansible_common import backup_set_spec, fail, s3_target
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "source": {"type": "str", "required": True},
+            **backup_set_spec(),
             "dsn": {"type": "str", "required": True, "no_log": True},
-            "s3": s3_spec(),
-            "prefix": {"type": "str", "default": "backups"},
             "window": {"type": "str", "default": "daily", "choices": ["daily", "hourly", "every_run"]},
             "flavor": {"type": "str", "default": "auto", "choices": ["auto", "supabase", "postgres"]},
             "bin_dir": {"type": "path"},

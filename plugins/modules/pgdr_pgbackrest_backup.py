@@ -12,15 +12,9 @@ description:
     check mode says so.
 version_added: "0.1.0"
 author: pgdr authors
+extends_documentation_fragment:
+  - pgdr_pgbackrest_config
 options:
-  stanza:
-    description: The stanza, as in the configuration file.
-    type: str
-    required: true
-  config_file:
-    description: pgBackRest configuration file written by M(pgdr_pgbackrest_stanza).
-    type: path
-    required: true
   type:
     description: Backup type.
     type: str
@@ -72,14 +66,13 @@ duration_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail
+from ansible.module_utils.pgdr.ansible_common import fail, pgbackrest_config_spec
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "stanza": {"type": "str", "required": True},
-            "config_file": {"type": "path", "required": True},
+            **pgbackrest_config_spec(),
             "type": {"type": "str", "default": "full", "choices": ["full", "diff", "incr"]},
             "timeout": {"type": "int", "default": 21600},
         },

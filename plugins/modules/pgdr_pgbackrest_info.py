@@ -14,15 +14,9 @@ description:
     when the report shows damage (C(verify) exits 0 even then).
 version_added: "0.1.0"
 author: pgdr authors
+extends_documentation_fragment:
+  - pgdr_pgbackrest_config
 options:
-  stanza:
-    description: The stanza, as in the configuration file.
-    type: str
-    required: true
-  config_file:
-    description: pgBackRest configuration file written by M(pgdr_pgbackrest_stanza).
-    type: path
-    required: true
   max_wal_age_s:
     description: Oldest acceptable age of the newest archived WAL, in seconds (the RPO objective).
     type: int
@@ -91,14 +85,13 @@ verify:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail
+from ansible.module_utils.pgdr.ansible_common import fail, pgbackrest_config_spec
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "stanza": {"type": "str", "required": True},
-            "config_file": {"type": "path", "required": True},
+            **pgbackrest_config_spec(),
             "max_wal_age_s": {"type": "int", "default": 300},
             "max_base_age_s": {"type": "int", "default": 93600},
             "verify": {"type": "bool", "default": False},

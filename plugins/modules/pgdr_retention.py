@@ -122,15 +122,13 @@ lifecycle:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail, s3_spec, s3_target
+from ansible.module_utils.pgdr.ansible_common import backup_set_spec, fail, s3_target
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "s3": s3_spec(),
-            "source": {"type": "str", "required": True},
-            "prefix": {"type": "str", "default": "backups"},
+            **backup_set_spec(),
             "hot_days": {"type": "int", "default": 14},
             "expire_days": {"type": "int", "default": 60},
             "keep_min": {"type": "int", "default": 1},

@@ -150,16 +150,14 @@ backups:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail, s3_spec, s3_target
+from ansible.module_utils.pgdr.ansible_common import backup_set_spec, fail, s3_spec, s3_target
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "s3": s3_spec(),
+            **backup_set_spec(),
             "secondary_s3": s3_spec(),
-            "source": {"type": "str", "required": True},
-            "prefix": {"type": "str", "default": "backups"},
             "backup": {"type": "str", "default": "latest"},
             "lock_mode": {"type": "str", "choices": ["COMPLIANCE", "GOVERNANCE"], "default": "COMPLIANCE"},
             "lock_days": {"type": "int", "default": 30},

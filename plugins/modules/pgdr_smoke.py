@@ -17,6 +17,8 @@ description:
     returned either way.
 version_added: "0.1.0"
 author: pgdr authors
+extends_documentation_fragment:
+  - pgdr_check_command
 options:
   dsn:
     description: libpq connection string of the database to test. Never logged.
@@ -60,18 +62,6 @@ options:
         description: Name of the check in the results.
         type: str
         default: http
-  command:
-    description: A command to run as one more check, as a list (program and arguments; no shell).
-    type: list
-    elements: str
-    default: []
-  command_cwd:
-    description: Working folder of O(command).
-    type: path
-  command_timeout:
-    description: Seconds O(command) may take before it counts as failed.
-    type: int
-    default: 600
 attributes:
   check_mode:
     support: full
@@ -143,7 +133,7 @@ skipped_reason:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail
+from ansible.module_utils.pgdr.ansible_common import check_command_spec, exit_checks, exit_checks_skipped, fail
 
 
 def main():
@@ -164,9 +154,7 @@ def main():
                     "name": {"type": "str", "default": "http"},
                 },
             },
-            "command": {"type": "list", "elements": "str", "default": []},
-            "command_cwd": {"type": "path"},
-            "command_timeout": {"type": "int", "default": 600},
+            **check_command_spec(),
         },
         supports_check_mode=True,
     )
@@ -176,15 +164,7 @@ def main():
     try:
         checks = smoke.load_checks(p["checks_dirs"])
         if module.check_mode and not verify.database_exists(p["dsn"]):
-            module.exit_json(
-                changed=False,
-                ok=True,
-                checks=[],
-                failed_checks=[],
-                would_run=smoke.planned_checks(checks, p["http"], p["command"]),
-                skipped_reason="the database does not exist yet (the restore was only planned); nothing to test",
-                msg="check mode: the database does not exist yet; the checks would run after a real restore",
-            )
+            exit_checks_skipped(module, smoke.planned_checks(checks, p["http"], p["command"]), "test")
         result = smoke.run_smoke(
             p["dsn"],
             checks,
@@ -195,10 +175,7 @@ def main():
         )
     except Exception as exc:  # the one error path
         fail(module, exc)
-    failed = result.pop("failed")
-    if failed:
-        module.fail_json(changed=False, failed_checks=failed, **result)
-    module.exit_json(changed=False, failed_checks=failed, **result)
+    exit_checks(module, result)
 
 
 if __name__ == "__main__":

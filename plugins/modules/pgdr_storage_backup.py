@@ -20,6 +20,7 @@ version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
   - pgdr_s3
+  - pgdr_storage
 options:
   source:
     description: Name of the source in object keys, for example V(production).
@@ -98,14 +99,6 @@ options:
       - Connection string of the project's database. When set, the rows of C(storage.objects) are compared with
         the backup and objects referenced in the database but missing from the backup are reported. Never logged.
     type: str
-  fail_on_missing:
-    description: Fail when the cross-check finds objects referenced in the database but missing from the backup.
-    type: bool
-    default: false
-  plan_limit:
-    description: At most this many objects are listed in the plan and the cross-check (the counts are complete).
-    type: int
-    default: 100
 attributes:
   check_mode:
     support: full
@@ -165,7 +158,7 @@ cross_check:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail, s3_spec, s3_target
+from ansible.module_utils.pgdr.ansible_common import backup_set_spec, fail, s3_target
 
 
 def main():
@@ -173,11 +166,9 @@ def main():
 
     module = AnsibleModule(
         argument_spec={
-            "source": {"type": "str", "required": True},
+            **backup_set_spec(),
             "storage": storage_assets.storage_spec(),
             "buckets": {"type": "list", "elements": "str", "default": []},
-            "s3": s3_spec(),
-            "prefix": {"type": "str", "default": "backups"},
             "concurrency": {"type": "int", "default": 4},
             "part_size_mb": {"type": "int", "default": 8},
             "verify_etag": {"type": "bool", "default": True},
@@ -216,12 +207,7 @@ def main():
             else f"storage of {p['source']}: {counts['unchanged']} objects unchanged since run {result['run_id']}; "
             "nothing to copy"
         )
-        missing = (result.get("cross_check") or {}).get("missing_count", 0)
-        if missing:
-            text = f"{missing} objects referenced in storage.objects are missing from the storage backup"
-            if p["fail_on_missing"]:
-                module.fail_json(msg=text, **result)
-            module.warn(text)
+        storage_assets.report_missing(module, result, p["fail_on_missing"], "the storage backup")
         module.exit_json(**result)
     except Exception as exc:  # the one error path
         fail(module, exc)

@@ -18,6 +18,7 @@ version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
   - pgdr_s3
+  - pgdr_storage
 options:
   source:
     description: Name of the backed-up source in object keys, for example V(production).
@@ -100,14 +101,6 @@ options:
       - Connection string of the restored database. When set, its C(storage.objects) rows are compared with the
         run's manifest, reporting objects referenced in the database but missing from the backup. Never logged.
     type: str
-  fail_on_missing:
-    description: Fail when the cross-check finds objects referenced in the database but missing from the backup.
-    type: bool
-    default: false
-  plan_limit:
-    description: At most this many objects are listed in the plan and the cross-check (the counts are complete).
-    type: int
-    default: 100
 attributes:
   check_mode:
     support: full
@@ -163,7 +156,7 @@ cross_check:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail, s3_spec, s3_target
+from ansible.module_utils.pgdr.ansible_common import backup_set_spec, fail, s3_target
 from ansible.module_utils.pgdr.errors import DRError
 
 
@@ -172,10 +165,8 @@ def main():
 
     module = AnsibleModule(
         argument_spec={
-            "source": {"type": "str", "required": True},
-            "s3": s3_spec(),
+            **backup_set_spec(),
             "storage": sa.storage_spec(),
-            "prefix": {"type": "str", "default": "backups"},
             "run_id": {"type": "str", "default": "latest"},
             "at_or_before": {"type": "str"},
             "buckets": {"type": "list", "elements": "str", "default": []},
@@ -225,12 +216,7 @@ def main():
         )
         if p["cross_check_dsn"]:
             result["cross_check"] = sa.cross_check(p["cross_check_dsn"], manifest, p["buckets"], p["plan_limit"])
-            missing = result["cross_check"]["missing_count"]
-            if missing:
-                text = f"{missing} objects referenced in storage.objects are missing from storage run {run_id}"
-                if p["fail_on_missing"]:
-                    module.fail_json(msg=text, **result)
-                module.warn(text)
+            sa.report_missing(module, result, p["fail_on_missing"], f"storage run {run_id}")
         module.exit_json(**result)
     except Exception as exc:  # the one error path
         fail(module, exc)

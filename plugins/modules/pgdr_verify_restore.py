@@ -22,6 +22,7 @@ version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
   - pgdr_s3
+  - pgdr_check_command
 options:
   dsn:
     description: libpq connection string of the restored database. Never logged.
@@ -51,18 +52,6 @@ options:
     description: Fail the C(migrations) check when migration files newer than the newest applied version exist.
     type: bool
     default: false
-  command:
-    description: A command to run as one more check, as a list (program and arguments; no shell).
-    type: list
-    elements: str
-    default: []
-  command_cwd:
-    description: Working folder of O(command).
-    type: path
-  command_timeout:
-    description: Seconds O(command) may take before it counts as failed.
-    type: int
-    default: 600
 attributes:
   check_mode:
     support: full
@@ -143,7 +132,14 @@ database:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.pgdr.ansible_common import fail, s3_spec, s3_target
+from ansible.module_utils.pgdr.ansible_common import (
+    check_command_spec,
+    exit_checks,
+    exit_checks_skipped,
+    fail,
+    s3_spec,
+    s3_target,
+)
 
 
 def load_manifest(params):
@@ -175,9 +171,7 @@ def main():
             "migrations_dir": {"type": "path"},
             "flavor": {"type": "str", "default": "auto", "choices": ["auto", "supabase", "postgres"]},
             "fail_on_pending": {"type": "bool", "default": False},
-            "command": {"type": "list", "elements": "str", "default": []},
-            "command_cwd": {"type": "path"},
-            "command_timeout": {"type": "int", "default": 600},
+            **check_command_spec(),
         },
         required_one_of=[["manifest", "manifest_key"]],
         mutually_exclusive=[["manifest", "manifest_key"]],
@@ -192,15 +186,7 @@ def main():
         if p["migrations_dir"]:
             verify.migration_files(p["migrations_dir"])  # a wrong path fails in check mode too
         if module.check_mode and not verify.database_exists(p["dsn"]):
-            module.exit_json(
-                changed=False,
-                ok=True,
-                checks=[],
-                failed_checks=[],
-                would_run=list(verify.VERIFY_CHECKS) + (["command"] if p["command"] else []),
-                skipped_reason="the database does not exist yet (the restore was only planned); nothing to verify",
-                msg="check mode: the database does not exist yet; the checks would run after a real restore",
-            )
+            exit_checks_skipped(module, list(verify.VERIFY_CHECKS) + (["command"] if p["command"] else []), "verify")
         result = verify.verify_restore(
             p["dsn"],
             manifest,
@@ -213,10 +199,7 @@ def main():
         )
     except Exception as exc:  # the one error path
         fail(module, exc)
-    failed = result.pop("failed")
-    if failed:
-        module.fail_json(changed=False, failed_checks=failed, **result)
-    module.exit_json(changed=False, failed_checks=failed, **result)
+    exit_checks(module, result)
 
 
 if __name__ == "__main__":

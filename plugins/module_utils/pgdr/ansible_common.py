@@ -1,4 +1,5 @@
-"""What every pgdr module shares: the S3 and PostgreSQL argument specs and the one error path."""
+"""What the pgdr modules share: argument specs (S3, the backup set, pgBackRest, the check command), the way
+the check modules exit, and the one error path."""
 
 from __future__ import annotations
 
@@ -31,6 +32,53 @@ def s3_spec(**overrides):
     options = dict(S3_ARGUMENT_SPEC)
     options.update(overrides)
     return {"type": "dict", "required": True, "options": options}
+
+
+def backup_set_spec():
+    """Where a source's backups live: the bucket (``s3``), the key prefix and the source's name in the keys."""
+    return {
+        "source": {"type": "str", "required": True},
+        "s3": s3_spec(),
+        "prefix": {"type": "str", "default": "backups"},
+    }
+
+
+def pgbackrest_config_spec():
+    """The stanza and the configuration file written by pgdr_pgbackrest_stanza, for modules that only run pgBackRest."""
+    return {
+        "stanza": {"type": "str", "required": True},
+        "config_file": {"type": "path", "required": True},
+    }
+
+
+def check_command_spec():
+    """A team's own check command, run after the built-in checks (pgdr_smoke, pgdr_verify_restore)."""
+    return {
+        "command": {"type": "list", "elements": "str", "default": []},
+        "command_cwd": {"type": "path"},
+        "command_timeout": {"type": "int", "default": 600},
+    }
+
+
+def exit_checks_skipped(module, would_run, nothing_to):
+    """Check mode before the restore made the database: no check can run; say which ones a real run would make."""
+    module.exit_json(
+        changed=False,
+        ok=True,
+        checks=[],
+        failed_checks=[],
+        would_run=would_run,
+        skipped_reason=f"the database does not exist yet (the restore was only planned); nothing to {nothing_to}",
+        msg="check mode: the database does not exist yet; the checks would run after a real restore",
+    )
+
+
+def exit_checks(module, result):
+    """End a check module: fail naming the failed checks, else exit; the per-check results are returned either way."""
+    failed = result.pop("failed")
+    if failed:
+        module.fail_json(changed=False, failed_checks=failed, **result)
+    module.exit_json(changed=False, failed_checks=failed, **result)
 
 
 def s3_target(params):

@@ -93,14 +93,19 @@ def open_object(target, obj, step):
     try:
         return target.client.get_object(Bucket=target.bucket, Key=obj["key"])["Body"]
     except S3_ERRORS as exc:
-        if is_not_found(exc):
-            raise DRError(
-                f"object {obj['name']} of the backup is missing",
-                step=step,
-                subject=target.where(obj["key"]),
-                hint="restore another backup; this one is damaged",
-            ) from exc
-        raise translate(exc, step, target.where(obj["key"])) from exc
+        raise object_error(target, obj, step, exc) from exc
+
+
+def object_error(target, obj, step, exc):
+    """The error to raise when reading a backup object failed: a missing object is named as such."""
+    if is_not_found(exc):
+        return DRError(
+            f"object {obj['name']} of the backup is missing",
+            step=step,
+            subject=target.where(obj["key"]),
+            hint="restore another backup; this one is damaged",
+        )
+    return translate(exc, step, target.where(obj["key"]))
 
 
 def check_digest(target, obj, size, digest, step):
@@ -140,14 +145,7 @@ def check_objects_exist(target, manifest, step="check objects"):
         try:
             head = target.client.head_object(Bucket=target.bucket, Key=obj["key"])
         except S3_ERRORS as exc:
-            if is_not_found(exc):
-                raise DRError(
-                    f"object {obj['name']} of the backup is missing",
-                    step=step,
-                    subject=target.where(obj["key"]),
-                    hint="restore another backup; this one is damaged",
-                ) from exc
-            raise translate(exc, step, target.where(obj["key"])) from exc
+            raise object_error(target, obj, step, exc) from exc
         if head["ContentLength"] != obj["size"]:
             raise DRError(
                 f"object {obj['name']} has {head['ContentLength']} bytes, the manifest says {obj['size']}",

@@ -63,6 +63,17 @@ def storage_target(params):
     return s3_target({k: v for k, v in params.items() if k in storage_spec()["options"]} | {"bucket": None})
 
 
+def report_missing(module, result, fail_on_missing, where):
+    """After a cross-check: objects referenced in storage.objects but missing from ``where`` fail the task
+    (``fail_on_missing``) or make a warning."""
+    missing = (result.get("cross_check") or {}).get("missing_count", 0)
+    if missing:
+        text = f"{missing} objects referenced in storage.objects are missing from {where}"
+        if fail_on_missing:
+            module.fail_json(msg=text, **result)
+        module.warn(text)
+
+
 def storage_prefix(prefix, source):
     catalog.check_source_name(source)
     base = prefix.strip("/")
@@ -465,51 +476,18 @@ def backup_assets(
     With cross_check_dsn, compare that database's storage.objects with the backup (as it is after the run)."""
     sprefix = storage_prefix(prefix, source_name)
     plan = plan_copy(source, buckets, backup, sprefix, limit=limit)
-    result = _backup(
-        plan,
-        source,
-        buckets,
-        backup,
-        sprefix,
-        source_name,
-        endpoint,
-        check_mode,
-        concurrency,
-        part_size,
-        verify_etag,
-        lock_wait,
-        lock_stale_after,
-        limit,
-    )
-    if cross_check_dsn:
-        diff = result.pop("_diff")
-        live = diff["new"] + diff["changed"] + diff["unchanged"] + diff["carried"]
-        result["cross_check"] = cross_check(cross_check_dsn, {"objects": live}, result["plan"]["buckets"], limit)
-    result.pop("_diff", None)
-    return result
-
-
-def _backup(
-    plan,
-    source,
-    buckets,
-    backup,
-    sprefix,
-    source_name,
-    endpoint,
-    check_mode,
-    concurrency,
-    part_size,
-    verify_etag,
-    lock_wait,
-    lock_stale_after,
-    limit,
-):
     result = {"changed": plan["action"] == "copy", "plan": _public(plan), "run_id": plan["run_id"], "cleaned": []}
-    result["_diff"] = plan["_diff"]
+
+    def finish():
+        diff = plan["_diff"]
+        if cross_check_dsn:
+            live = diff["new"] + diff["changed"] + diff["unchanged"] + diff["carried"]
+            result["cross_check"] = cross_check(cross_check_dsn, {"objects": live}, result["plan"]["buckets"], limit)
+        return result
+
     if check_mode:
         result["lock"] = backup.get_json(lock_key(sprefix), step="read lock")
-        return result
+        return finish()
     if plan["action"] == "none":
         # Nothing to copy: leftovers of a killed run are still removed (under the lock) when there are any.
         if plan["leftovers"]["folders"] or plan["leftovers"]["uploads"]:
@@ -518,20 +496,19 @@ def _backup(
             result["changed"] = True
         result["manifest_key"] = manifest_key(sprefix, plan["previous_run"]) if plan["previous_run"] else None
         result["run_id"] = plan["previous_run"]
-        return result
+        return finish()
     with SourceLock(backup, lock_key(sprefix), "storage backup", lock_wait, lock_stale_after):
         runs = list_runs(backup, sprefix)
         if (runs[-1] if runs else None) != plan["previous_run"]:
             # Another run committed between our listing and the lock: plan again against its manifest.
             plan = plan_copy(source, buckets, backup, sprefix, limit=limit)
             result.update(plan=_public(plan), run_id=plan["run_id"], changed=plan["action"] == "copy")
-            result["_diff"] = plan["_diff"]
             if plan["action"] == "none":
-                return result
+                return finish()
         result["cleaned"] = remove_leftovers(backup, sprefix, runs, plan["run_id"])
         manifest = apply_copy(plan, source, backup, source_name, endpoint, concurrency, part_size, verify_etag)
     result.update(manifest=summary(manifest), manifest_key=plan["manifest_key"], changed=True)
-    return result
+    return finish()
 
 
 def _public(plan):
