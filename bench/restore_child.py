@@ -1,0 +1,65 @@
+"""One measured restore of the restore benchmark, run as a child process of bench/restore.py.
+
+The parent measures this process's wall time and its whole process tree's peak RSS (pg_restore and psql
+included), so the restore runs in a fresh interpreter, as the Ansible module does. The settings (secrets
+included) come as JSON on stdin, never on the command line; the result goes as JSON to the file named in them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def restore(cfg: dict) -> dict:
+    import ansible.module_utils
+
+    # The engine is imported as the Ansible modules (and the tests) import it: ansible.module_utils.pgdr.
+    ansible.module_utils.__path__.append(str(REPO / "plugins" / "module_utils"))
+    from ansible.module_utils.pgdr import logical_restore
+    from ansible.module_utils.pgdr.s3 import S3Target
+
+    s3 = cfg["s3"]
+    target = S3Target(
+        s3["bucket"],
+        endpoint_url=s3["endpoint_url"],
+        region=s3["region"],
+        access_key=s3["access_key"],
+        secret_key=s3["secret_key"],
+        ca_bundle=s3.get("ca_bundle"),
+    )
+    manifest = json.loads(Path(cfg["manifest_file"]).read_text())
+    request = logical_restore.RestoreRequest(
+        cfg["dsn"],
+        manifest,
+        target,
+        database=cfg["database"],
+        jobs=cfg["jobs"],
+        workdir=cfg["workdir"],
+    )
+    started = time.monotonic()
+    result = logical_restore.run(request)
+    inner = time.monotonic() - started
+    return {
+        "inner_s": round(inner, 3),
+        "changed": result["changed"],
+        "database": result["database"],
+        "duration_s": result.get("duration_s"),
+        "timings": result.get("timings"),
+        "objects": result.get("objects"),
+    }
+
+
+def main() -> int:
+    cfg = json.load(sys.stdin)
+    result = restore(cfg)
+    Path(cfg["result_file"]).write_text(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
