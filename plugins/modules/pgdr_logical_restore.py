@@ -5,9 +5,10 @@ DOCUMENTATION = r"""
 module: pgdr_logical_restore
 short_description: Restore a logical backup into a new database, switching to it only after success
 description:
-  - Downloads every object of the backup, verifying its SHA-256 while it streams, before anything is written
-    to the target; then restores in the order Supabase needs (roles, schema, data in replica mode, indexes and
-    constraints, migration history) with C(ON_ERROR_STOP) semantics and parallel C(pg_restore) jobs.
+  - Downloads every object of the backup, verifying its SHA-256 while it streams (the data object straight into
+    C(pg_restore) unless O(data_mode=file)); then restores in the order Supabase needs (roles, schema, data in
+    replica mode, indexes and constraints, migration history) with C(ON_ERROR_STOP) semantics and parallel
+    C(pg_restore) jobs.
   - With O(mode=new_database) the restore goes into a temporary database made from O(template) (a database that
     already has the platform schemas, like a fresh Supabase project) and takes the final name only when every
     step succeeded. A failure drops the temporary database; an existing database is never touched.
@@ -75,6 +76,16 @@ options:
   progress_file:
     description: File to append progress lines to.
     type: path
+  data_mode:
+    description:
+      - V(stream) sends the data object from S3 straight into C(pg_restore) as it is verified (no local copy of
+        the data; the database only gets its final name once the whole object's SHA-256 matched); indexes and
+        constraints are still built with O(jobs) in parallel.
+      - V(file) first makes a verified local copy in O(workdir) (the data's uncompressed size must fit), then
+        restores the data with O(jobs) in parallel too; faster for databases of many mid-sized tables.
+    type: str
+    default: stream
+    choices: [stream, file]
   decryption_identities:
     description: age identities (C(AGE-SECRET-KEY-1...)) for encrypted backups, from a vault or a lookup. Never logged.
     type: list
@@ -154,6 +165,7 @@ def main():
             "confirm": {"type": "str"},
             "progress_file": {"type": "path"},
             "decryption_identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
+            "data_mode": {"type": "str", "default": "stream", "choices": ["stream", "file"]},
         },
         supports_check_mode=True,
     )
@@ -177,6 +189,7 @@ def main():
             confirm=p["confirm"],
             progress_file=p["progress_file"],
             decryption_identities=p["decryption_identities"],
+            data_mode=p["data_mode"],
         )
         if module.check_mode:
             plan = logical_restore.plan(request)

@@ -55,6 +55,22 @@ def test_a_truncated_object_is_named_with_both_sizes(sandbox, s3_target, prefix)
         logical_restore.run(logical_restore.RestoreRequest(sandbox["staging"]["dsn"], manifest, s3_target))
 
 
+@pytest.mark.parametrize("data_mode", ["stream", "file"])
+def test_a_corrupted_data_object_fails_and_leaves_no_database(sandbox, s3_target, prefix, data_mode):
+    """Same size, one byte flipped: streamed into pg_restore or copied first, the restore fails naming the
+    object and its temporary database is dropped."""
+    manifest = backup(sandbox, s3_target, prefix)
+    obj = data_object(manifest)
+    body = bytearray(s3_target.client.get_object(Bucket=s3_target.bucket, Key=obj["key"])["Body"].read())
+    body[len(body) // 3] ^= 0x40
+    s3_target.client.put_object(Bucket=s3_target.bucket, Key=obj["key"], Body=bytes(body))
+    before = databases(sandbox)
+    req = logical_restore.RestoreRequest(sandbox["staging"]["dsn"], manifest, s3_target, data_mode=data_mode)
+    with pytest.raises(DRError, match=r"object data is corrupted|pg_restore failed"):
+        logical_restore.run(req)
+    assert databases(sandbox) == before
+
+
 def test_ranged_reads_give_back_the_object_in_order(s3_target, prefix):
     payload = random.randbytes(5 * 1024 * 1024 + 12345)
     key = f"{prefix}/ranged.bin"
@@ -82,7 +98,9 @@ def tiny_disk(tmp_path):
 def test_a_full_disk_is_refused_before_anything_is_written(sandbox, s3_target, prefix, tiny_disk):
     manifest = backup(sandbox, s3_target, prefix)
     before = databases(sandbox)
-    req = logical_restore.RestoreRequest(sandbox["staging"]["dsn"], manifest, s3_target, workdir=tiny_disk)
+    req = logical_restore.RestoreRequest(
+        sandbox["staging"]["dsn"], manifest, s3_target, workdir=tiny_disk, data_mode="file"
+    )
     with pytest.raises(DRError, match="not enough free disk for the restore's local copy") as info:
         logical_restore.run(req)
     assert tiny_disk in str(info.value)
@@ -92,8 +110,10 @@ def test_a_full_disk_is_refused_before_anything_is_written(sandbox, s3_target, p
 def test_a_disk_that_fills_up_mid_download_is_named(sandbox, s3_target, prefix, tiny_disk, monkeypatch):
     manifest = backup(sandbox, s3_target, prefix)
     # Pretend the space check passed (another writer filled the disk after it): the write itself must fail clearly.
-    monkeypatch.setattr(logical_restore, "_disk_needed", lambda _manifest: 0)
-    req = logical_restore.RestoreRequest(sandbox["staging"]["dsn"], manifest, s3_target, workdir=tiny_disk)
+    monkeypatch.setattr(logical_restore, "_disk_needed", lambda _request: 0)
+    req = logical_restore.RestoreRequest(
+        sandbox["staging"]["dsn"], manifest, s3_target, workdir=tiny_disk, data_mode="file"
+    )
     with pytest.raises(DRError, match="No space left on device"):
         logical_restore.run(req)
 

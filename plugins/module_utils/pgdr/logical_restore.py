@@ -8,6 +8,7 @@ temporary database and local files; the database under the final name, if any, i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +40,9 @@ except ImportError:  # pragma: no cover
 MARKER_PREFIX = "pgdr:"
 TEMP_SUFFIX = "__pgdr_restoring"
 MODES = ("new_database", "existing")
+# stream: the data object goes from S3 straight into pg_restore (no local copy; indexes still build in parallel);
+# file: a verified local copy first, then pg_restore -j for the data too (needs its uncompressed size on disk).
+DATA_MODES = ("stream", "file")
 # Identifiers PostgreSQL accepts unquoted are all we create, so names never need quoting games in messages.
 DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _CREATE_ROLE = re.compile(r'^CREATE ROLE (?P<role>"(?:[^"]|"")+"|[^\s;]+);\s*$')
@@ -64,6 +68,7 @@ class RestoreRequest:
         confirm=None,
         progress_file=None,
         decryption_identities=(),
+        data_mode="stream",
     ):
         if mode not in MODES:
             raise DRError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}", step="plan restore")
@@ -93,6 +98,11 @@ class RestoreRequest:
         self.allow_over_production = allow_over_production
         self.confirm = confirm
         self.progress_file = progress_file
+        if data_mode not in DATA_MODES:
+            raise DRError(
+                f"unknown data_mode {data_mode!r}; expected one of {', '.join(DATA_MODES)}", step="plan restore"
+            )
+        self.data_mode = data_mode
         self.manifest_sha256 = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
         self.identities = crypto.parse_identities(decryption_identities) if decryption_identities else None
 
@@ -184,8 +194,16 @@ def _tools(request):
     return tools
 
 
-def _disk_needed(manifest):
-    return sum(int(o.get("raw_size") or o["size"]) for o in manifest["objects"])
+def _local_objects(request):
+    """Names of the objects copied to local disk before the restore (all but a streamed data object)."""
+    return [
+        o["name"] for o in request.manifest["objects"] if not (o["name"] == "data" and request.data_mode == "stream")
+    ]
+
+
+def _disk_needed(request):
+    local = _local_objects(request)
+    return sum(int(o.get("raw_size") or o["size"]) for o in request.manifest["objects"] if o["name"] in local)
 
 
 def plan(request):
@@ -227,13 +245,14 @@ def plan(request):
         if done
         else [
             f"download and verify {len(request.manifest['objects'])} objects into {request.workdir} "
-            f"({_disk_needed(request.manifest)} bytes needed, {free} free)",
+            f"({_disk_needed(request)} bytes needed, {free} free)",
             f"create database {request.temp_database} from template {request.template}"
             if request.mode == "new_database"
             else f"restore into the existing database {request.database}",
             "restore roles (existing ones kept)",
             "restore schema (pre-data)",
-            f"restore data with {request.jobs} jobs in replica mode",
+            "restore data in replica mode, "
+            + ("streamed from S3, verified as it arrives" if request.data_mode == "stream" else "from the local copy"),
             "build indexes and constraints (post-data)",
             "restore migration history"
             if _object(request.manifest, "migrations")
@@ -253,7 +272,7 @@ def plan(request):
         "server_version": server["server_version"],
         "marker": marker or None,
         "production_guard": guard,
-        "disk_needed": _disk_needed(request.manifest),
+        "disk_needed": _disk_needed(request),
         "disk_free": free,
         "steps": steps,
     }
@@ -293,12 +312,12 @@ def _open_ranged(target, obj, step):
     return RangedReader(target, obj["key"], obj["size"], head["ETag"], step=step)
 
 
-def fetch_verified(target, obj, dest, identities=None, step="download"):
-    """Download one object, check its SHA-256 and size as it streams, decrypt it (age) when it is encrypted,
-    decompress it into dest. Raises before the caller writes anything to a database."""
-    body = _open_ranged(target, obj, step)
-    digest, size = hashlib.sha256(), 0
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
+def stream_verified(target, obj, write, identities=None, step="download"):
+    """Read one object (parallel ranged GETs), check its size and SHA-256 as it streams, decrypt it when it is
+    encrypted (and check the plaintext's SHA-256), decompress it and hand the bytes to write(chunk).
+
+    The digest is compared at the end: a caller that writes somewhere must only keep the result when this
+    returns. Returns the verified entry (name, size, raw size, sha256)."""
     encrypted = bool(obj.get("encryption"))
     if encrypted and not identities:
         raise DRError(
@@ -307,37 +326,58 @@ def fetch_verified(target, obj, dest, identities=None, step="download"):
             subject=target.where(obj["key"]),
             hint="pass the age identity (from the vault) as decryption_identities",
         )
+    body = _open_ranged(target, obj, step)
+    digest, size, raw = hashlib.sha256(), 0, 0
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+
+    def out(chunk):
+        nonlocal raw
+        data = decompressor.decompress(chunk)
+        raw += len(data)
+        write(data)
+
     try:
-        with open(dest, "wb") as out:
-            if encrypted:
-                plain = hashlib.sha256()
+        if encrypted:
+            plain = hashlib.sha256()
 
-                def write(chunk):
-                    plain.update(chunk)
-                    out.write(decompressor.decompress(chunk))
+            def decrypted(chunk):
+                plain.update(chunk)
+                out(chunk)
 
-                size = crypto.decrypt_stream(body, digest, identities, write)
-                if plain.hexdigest() != obj.get("plain_sha256"):
-                    raise DRError(
-                        f"object {obj['name']} decrypts to other bytes than were backed up",
-                        step=step,
-                        subject=target.where(obj["key"]),
-                        hint="restore another backup",
-                    )
-            else:
-                for chunk in body.iter_chunks(READ_SIZE):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(decompressor.decompress(chunk))
+            size = crypto.decrypt_stream(body, digest, identities, decrypted)
+            if plain.hexdigest() != obj.get("plain_sha256"):
+                raise DRError(
+                    f"object {obj['name']} decrypts to other bytes than were backed up",
+                    step=step,
+                    subject=target.where(obj["key"]),
+                    hint="restore another backup",
+                )
+        else:
+            for chunk in body.iter_chunks(READ_SIZE):
+                digest.update(chunk)
+                size += len(chunk)
+                out(chunk)
     except S3_ERRORS as exc:
         raise translate(exc, step, target.where(obj["key"])) from exc
     except zstandard.ZstdError as exc:
+        # A damaged object usually fails here first; say which, with its digest so far if the size is off.
         raise DRError(
-            f"object {obj['name']} does not decompress: {exc}",
+            f"object {obj['name']} is corrupted (it does not decompress: {exc})",
             step=step,
             subject=target.where(obj["key"]),
-            hint="restore another backup",
+            hint="restore another backup (or its immutable copy)",
         ) from exc
+    finally:
+        body.close()
+    check_digest(target, obj, size, digest.hexdigest(), step)
+    return {"name": obj["name"], "size": size, "raw_size": raw, "sha256": obj["sha256"]}
+
+
+def fetch_verified(target, obj, dest, identities=None, step="download"):
+    """Download one object into the file dest, verified (see stream_verified)."""
+    try:
+        with open(dest, "wb") as fh:
+            return stream_verified(target, obj, fh.write, identities, step)
     except OSError as exc:
         raise DRError(
             f"cannot write {dest}: {exc.strerror}",
@@ -345,15 +385,43 @@ def fetch_verified(target, obj, dest, identities=None, step="download"):
             subject=dest,
             hint="free disk space or point the restore workdir at a bigger volume",
         ) from exc
-    finally:
-        body.close()
-    check_digest(target, obj, size, digest.hexdigest(), step)
-    return {"name": obj["name"], "size": size, "raw_size": os.path.getsize(dest), "sha256": obj["sha256"]}
 
 
-def download_all(request, folder):
-    """Every object, verified, before anything is written to the target."""
-    needed = _disk_needed(request.manifest)
+def restore_streamed(tool_argv, env, target, obj, identities, step, where):
+    """Stream one verified object straight into pg_restore's standard input (no local copy).
+
+    pg_restore writes into the temporary database as the bytes arrive; the object's SHA-256 is checked when
+    the stream ends, and a mismatch fails the restore, so the database is dropped and never switched to."""
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(tool_argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env)
+        try:
+            try:
+                verified = stream_verified(target, obj, proc.stdin.write, identities, "download")
+            except BrokenPipeError:
+                verified = None  # pg_restore stopped reading: its own error is the one to report
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if code != 0 or verified is None:
+            errors.seek(0)
+            text = redact(errors.read().decode("utf-8", "replace").strip()[-1500:])
+            raise DRError(
+                f"pg_restore failed (exit {code}): {text}",
+                step=step,
+                subject=where,
+                hint="nothing was switched: the previous database is untouched; fix the cause and rerun",
+            )
+    return verified
+
+
+def download_all(request, folder, names):  # names: _local_objects(request)
+    """The named objects into files, verified, before anything is written to the target."""
+    objects = [obj for obj in request.manifest["objects"] if obj["name"] in names]
+    needed = _disk_needed(request)
     free = shutil.disk_usage(folder).free
     if free < needed * 1.05:
         raise DRError(
@@ -363,7 +431,7 @@ def download_all(request, folder):
             hint="free disk space or point the restore workdir at a bigger volume",
         )
     files, verified = {}, []
-    for obj in request.manifest["objects"]:
+    for obj in objects:
         dest = os.path.join(folder, obj["key"].rsplit("/", 1)[-1].removesuffix(".age").removesuffix(".zst"))
         verified.append(fetch_verified(request.target, obj, dest, request.identities))
         files[obj["name"]] = dest
@@ -451,7 +519,7 @@ def run(request):
     admin = pg.connect(request.target_dsn, step="connect restore target", autocommit=True)
     created = False
     try:
-        files, verified = steps.run("download_verify", download_all, request, folder)
+        files, verified = steps.run("download_verify", download_all, request, folder, _local_objects(request))
         if request.mode == "new_database":
             marker = read_marker(admin, request.temp_database)
             if marker is not None:
@@ -474,7 +542,8 @@ def run(request):
         where = request.where
         psql = [tools["psql"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", f"--dbname={conninfo}"]
         restore = [tools["pg_restore"], "--exit-on-error", f"--dbname={conninfo}"]
-        replica = dict(env, PGOPTIONS="-c session_replication_role=replica")
+        # Loading sessions do not wait for WAL flushes: the database is unused until it is complete and renamed.
+        replica = dict(env, PGOPTIONS="-c session_replication_role=replica -c synchronous_commit=off")
         idempotent_roles(files["roles"])
         steps.run("roles", _run_tool, [*psql, "-f", files["roles"]], env, "restore roles", where)
         steps.run(
@@ -485,14 +554,30 @@ def run(request):
             "restore schema",
             where,
         )
-        steps.run(
-            "data",
-            _run_tool,
-            [*restore, f"--jobs={request.jobs}", "--data-only", files["data"]],
-            replica,
-            "restore data",
-            where,
-        )
+        if request.data_mode == "stream":
+            data = next(o for o in request.manifest["objects"] if o["name"] == "data")
+            verified.append(
+                steps.run(
+                    "data",
+                    restore_streamed,
+                    [*restore, "--data-only"],
+                    replica,
+                    request.target,
+                    data,
+                    request.identities,
+                    "restore data",
+                    where,
+                )
+            )
+        else:
+            steps.run(
+                "data",
+                _run_tool,
+                [*restore, f"--jobs={request.jobs}", "--data-only", files["data"]],
+                replica,
+                "restore data",
+                where,
+            )
         steps.run(
             "post_data",
             _run_tool,
