@@ -33,8 +33,8 @@ drill: setup ## Start the sandbox, back it up, restore the backup into staging a
 	scripts/sandbox up
 	scripts/drill
 
+# The suite runs on two workers, each with a sandbox of its own; a file's tests stay on one worker.
 test: setup lint ## Run every lint and every test (what CI runs)
-	# Two workers, each with a sandbox of its own; a file's tests stay on one worker (they share fixtures).
 	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 lint: setup ## ruff, yamllint, ansible-lint (production profile), playbook syntax checks
