@@ -12,24 +12,8 @@ description:
   - Read-only; runs the same in check mode. 429 and 5xx answers are retried with jittered backoff.
 version_added: "0.1.0"
 author: pgdr authors
-options:
-  token:
-    description:
-      - Management API personal access token (C(sbp_) and 40 hex digits). From a vault file or a lookup; never logged.
-    type: str
-    required: true
-  project_ref:
-    description: Project ref, exactly 20 lowercase letters.
-    type: str
-    required: true
-  api_url:
-    description: Base URL of the Management API (the sandbox's stand-in in the local inventory).
-    type: str
-    default: https://api.supabase.com
-  timeout:
-    description: Seconds each HTTP request may take.
-    type: int
-    default: 30
+extends_documentation_fragment:
+  - pgdr_supabase_api
 attributes:
   check_mode:
     support: full

@@ -19,24 +19,9 @@ description:
     with an escalation message (open a support ticket with the project ref and the restore time).
 version_added: "0.1.0"
 author: pgdr authors
+extends_documentation_fragment:
+  - pgdr_supabase_api
 options:
-  token:
-    description:
-      - Management API personal access token (C(sbp_) and 40 hex digits). From a vault file or a lookup; never logged.
-    type: str
-    required: true
-  project_ref:
-    description: Project ref, exactly 20 lowercase letters.
-    type: str
-    required: true
-  api_url:
-    description: Base URL of the Management API (the sandbox's stand-in in the local inventory).
-    type: str
-    default: https://api.supabase.com
-  timeout:
-    description: Seconds each HTTP request may take.
-    type: int
-    default: 30
   target_time:
     description:
       - The point in time to restore to, as ISO-8601 with a time zone (V(2026-11-28T10:15:00Z)) or unix seconds.

@@ -139,11 +139,13 @@ def argument_spec_of(name):
 def documentation_of(name):
     module = load_module(name)
     doc = yaml.safe_load(module.DOCUMENTATION)
-    options = dict(doc.get("options") or {})
+    options = {}
     for fragment in doc.get("extends_documentation_fragment") or []:
         path = REPO / "plugins" / "doc_fragments" / f"{fragment}.py"
         frag = yaml.safe_load(load(path, f"_pgdr_test_fragment_{fragment}").ModuleDocFragment.DOCUMENTATION)
         options.update(frag["options"])
+    # As in Ansible, the module's own options win over a fragment's.
+    options.update(doc.get("options") or {})
     return module, doc, options
 
 

@@ -631,6 +631,19 @@ def argument_spec_of(name):
     return captured["spec"], captured["kwargs"]
 
 
+def documented_options(doc):
+    """The module's options with its doc fragments' merged in (the module's own win, as in Ansible)."""
+    options = {}
+    for fragment in doc.get("extends_documentation_fragment") or []:
+        path = Path(__file__).resolve().parents[2] / "plugins" / "doc_fragments" / f"{fragment}.py"
+        spec = importlib.util.spec_from_file_location(f"_pgdr_fragment_{fragment}", path)
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+        options.update(yaml.safe_load(loaded.ModuleDocFragment.DOCUMENTATION)["options"])
+    options.update(doc.get("options") or {})
+    return options
+
+
 class TestModules:
     @pytest.mark.parametrize("name", MODULES)
     def test_documentation_matches_the_argument_spec(self, name):
@@ -639,9 +652,10 @@ class TestModules:
         spec, kwargs = argument_spec_of(name)
         assert kwargs["supports_check_mode"] is True
         assert doc["attributes"]["check_mode"]["support"] == "full"
-        assert set(doc["options"]) == set(spec)
+        options = documented_options(doc)
+        assert set(options) == set(spec)
         for key, option in spec.items():
-            documented = doc["options"][key]
+            documented = options[key]
             assert documented.get("type", "str") == option.get("type", "str"), key
             assert documented.get("default") == option.get("default"), key
             assert bool(documented.get("required")) == bool(option.get("required")), key
