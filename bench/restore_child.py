@@ -21,17 +21,9 @@ def restore(cfg: dict) -> dict:
     # The engine is imported as the Ansible modules (and the tests) import it: ansible.module_utils.pgdr.
     ansible.module_utils.__path__.append(str(REPO / "plugins" / "module_utils"))
     from ansible.module_utils.pgdr import logical_restore
-    from ansible.module_utils.pgdr.s3 import S3Target
+    from ansible.module_utils.pgdr.ansible_common import s3_target
 
-    s3 = cfg["s3"]
-    target = S3Target(
-        s3["bucket"],
-        endpoint_url=s3["endpoint_url"],
-        region=s3["region"],
-        access_key=s3["access_key"],
-        secret_key=s3["secret_key"],
-        ca_bundle=s3.get("ca_bundle"),
-    )
+    target = s3_target(cfg["s3"])  # the same settings the modules take
     manifest = json.loads(Path(cfg["manifest_file"]).read_text())
     request = logical_restore.RestoreRequest(
         cfg["dsn"],

@@ -35,6 +35,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
 import sandboxlib  # noqa: E402
 from ansible.module_utils.pgdr import logical_backup, pg  # noqa: E402
+from ansible.module_utils.pgdr.ansible_common import s3_target  # noqa: E402
 from ansible.module_utils.pgdr.s3 import S3Target, part_size_for  # noqa: E402
 
 DEFAULT_SANDBOX = Path("/var/tmp/pgdr-bench")
@@ -196,14 +197,7 @@ def s3_params(state: dict, tls: bool) -> dict:
 
 
 def target_for(params: dict) -> S3Target:
-    return S3Target(
-        params["bucket"],
-        endpoint_url=params["endpoint_url"],
-        region=params["region"],
-        access_key=params["access_key"],
-        secret_key=params["secret_key"],
-        ca_bundle=params["ca_bundle"],
-    )
+    return s3_target(params)  # the same settings the modules take
 
 
 def clear_prefix(target: S3Target, prefix: str) -> int:
