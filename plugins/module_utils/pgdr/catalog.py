@@ -29,6 +29,13 @@ def isoformat(moment):
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def append_progress(path, text):
+    """One timestamped line in a progress file an operator follows with tail -f (nothing when path is empty)."""
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{isoformat(utcnow())} {text}\n")
+
+
 def backup_id_for(moment, window):
     """The id of the backup that covers moment under the schedule window."""
     moment = moment.astimezone(dt.UTC)

@@ -50,3 +50,10 @@ class DRError(Exception):
 
     def to_dict(self):
         return {"step": self.step, "subject": redact(self.subject), "hint": self.hint, "message": str(self)}
+
+
+def output_tail(fh, limit=1500):
+    """The end of a tool's captured output (a binary file), redacted, for an error message."""
+    fh.seek(0)
+    text = fh.read().decode("utf-8", "replace").strip()
+    return redact(text[-limit:]) if text else "no error output"

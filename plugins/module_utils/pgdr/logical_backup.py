@@ -14,7 +14,7 @@ import threading
 import time
 
 from ansible.module_utils.pgdr import catalog, crypto, dumpspec, pg
-from ansible.module_utils.pgdr.errors import DRError, redact
+from ansible.module_utils.pgdr.errors import DRError, output_tail
 from ansible.module_utils.pgdr.lock import SourceLock
 from ansible.module_utils.pgdr.s3 import MultipartWriter, part_size_for
 
@@ -75,6 +75,7 @@ class BackupRequest:
         self.recipient_texts = [r.strip() for r in encryption_recipients or ()]
         self.recipients = crypto.parse_recipients(self.recipient_texts) if self.recipient_texts else None
         self.sse_args = sse_arguments(sse)
+        self.preflight = None  # (source facts, client tools), read once by _preflight()
 
     def key(self, name):
         return catalog.backup_prefix(self.prefix, self.source, self.backup_id) + name
@@ -118,12 +119,21 @@ def _tools(request, facts):
     return tools
 
 
+def _preflight(request):
+    """The source's facts and the client tools, with the bucket checked: read once per request (the module
+    plans, then runs)."""
+    if request.preflight is None:
+        facts = _source_facts(request)
+        tools = _tools(request, facts)
+        request.target.check_bucket(step="check bucket")
+        request.preflight = (facts, tools)
+    return request.preflight
+
+
 def plan(request):
     """What a run would do now, read without writing anything: the source, the objects and their keys,
     and whether the backup of this window exists already (then a run changes nothing)."""
-    facts = _source_facts(request)
-    tools = _tools(request, facts)
-    request.target.check_bucket(step="check bucket")
+    facts, tools = _preflight(request)
     manifest = request.target.get_json(request.key(catalog.MANIFEST_NAME), step="read manifest")
     leftovers = (
         []
@@ -172,10 +182,7 @@ class _Progress:
         self.started = 0.0
 
     def line(self, text):
-        if not self.path:
-            return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(f"{catalog.isoformat(catalog.utcnow())} {text}\n")
+        catalog.append_progress(self.path, text)
 
     def begin(self, name):
         self.name, self.started, self._last = name, time.monotonic(), time.monotonic()
@@ -187,12 +194,6 @@ class _Progress:
             self._last = now
             rate = size / max(now - self.started, 1e-6) / 1e6
             self.line(f"{self.name}: {size / 1e6:.0f} MB stored ({rate:.0f} MB/s compressed)")
-
-
-def _stderr_tail(fh, limit=800):
-    fh.seek(0)
-    text = fh.read().decode("utf-8", "replace").strip()
-    return redact(text[-limit:]) if text else "no error output"
 
 
 def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
@@ -227,7 +228,7 @@ def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
             if code != 0:
                 how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
                 raise DRError(
-                    f"{obj.kind} {how}: {_stderr_tail(errors)}",
+                    f"{obj.kind} {how}: {output_tail(errors, 800)}",
                     step=f"dump {obj.name}",
                     subject=pg.describe_dsn(request.dsn),
                     hint="read the message above; the backup was not committed",
@@ -314,9 +315,7 @@ def run(request):
     started_wall = catalog.utcnow()
     started = time.monotonic()
     timings = {}
-    facts = _source_facts(request)
-    tools = _tools(request, facts)
-    request.target.check_bucket(step="check bucket")
+    facts, tools = _preflight(request)
     timings["preflight"] = time.monotonic() - started
     manifest_key = request.key(catalog.MANIFEST_NAME)
     previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from ansible.module_utils.pgdr import catalog, crypto, pg
-from ansible.module_utils.pgdr.errors import DRError, redact
+from ansible.module_utils.pgdr.errors import DRError, output_tail
 from ansible.module_utils.pgdr.s3 import S3_ERRORS, RangedReader, is_not_found, translate
 from ansible.module_utils.pgdr.selection import READ_SIZE, check_digest, open_object
 
@@ -103,6 +103,7 @@ class RestoreRequest:
                 f"unknown data_mode {data_mode!r}; expected one of {', '.join(DATA_MODES)}", step="plan restore"
             )
         self.data_mode = data_mode
+        self.tools = None  # {name: path}, found once by _tools()
         self.manifest_sha256 = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
         self.identities = crypto.parse_identities(decryption_identities) if decryption_identities else None
 
@@ -178,6 +179,9 @@ def _object(manifest, name):
 
 
 def _tools(request):
+    """pg_restore and psql of the backup's major version or newer (looked up once per request)."""
+    if request.tools is not None:
+        return request.tools
     tools = {}
     needed_major = int(str(request.manifest["tool"]["pg_dump_version"]).split(".")[0])
     for name in ("pg_restore", "psql"):
@@ -191,6 +195,7 @@ def _tools(request):
                 hint=f"install PostgreSQL {needed_major} client tools (or newer) and point bin_dir at them",
             )
         tools[name] = path
+    request.tools = tools
     return tools
 
 
@@ -286,9 +291,7 @@ class _Steps:
         self.timings = {}
 
     def line(self, text):
-        if self.progress_file:
-            with open(self.progress_file, "a", encoding="utf-8") as fh:
-                fh.write(f"{catalog.isoformat(catalog.utcnow())} {text}\n")
+        catalog.append_progress(self.progress_file, text)
 
     def run(self, name, func, *args):
         self.line(f"{name}: started")
@@ -407,14 +410,7 @@ def restore_streamed(tool_argv, env, target, obj, identities, step, where):
             proc.wait()
             raise
         if code != 0 or verified is None:
-            errors.seek(0)
-            text = redact(errors.read().decode("utf-8", "replace").strip()[-1500:])
-            raise DRError(
-                f"pg_restore failed (exit {code}): {text}",
-                step=step,
-                subject=where,
-                hint="nothing was switched: the previous database is untouched; fix the cause and rerun",
-            )
+            raise _tool_failed(tool_argv[0], code, errors, step, where)
     return verified
 
 
@@ -460,14 +456,16 @@ def _run_tool(argv, env, step, where):
     with tempfile.TemporaryFile() as errors:
         code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=errors, env=env, check=False).returncode
         if code != 0:
-            errors.seek(0)
-            text = redact(errors.read().decode("utf-8", "replace").strip()[-1500:])
-            raise DRError(
-                f"{os.path.basename(argv[0])} failed (exit {code}): {text}",
-                step=step,
-                subject=where,
-                hint="nothing was switched: the previous database is untouched; fix the cause and rerun",
-            )
+            raise _tool_failed(argv[0], code, errors, step, where)
+
+
+def _tool_failed(tool, code, errors, step, where):
+    return DRError(
+        f"{os.path.basename(tool)} failed (exit {code}): {output_tail(errors)}",
+        step=step,
+        subject=where,
+        hint="nothing was switched: the previous database is untouched; fix the cause and rerun",
+    )
 
 
 def _create_database(conn, request):
