@@ -15,7 +15,7 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .common import HOST, SandboxError, install_dir, pid_alive, say, tail, timed
 from .state import GRPC_OFFSET, REPO, S3_PORT_NAMES, check_ports_free
@@ -141,6 +141,7 @@ def start(state: dict) -> None:
         _CHILDREN[proc.pid] = proc
         Path(s3["pid_file"]).write_text(f"{proc.pid}\n")
         _wait_ready(state, proc)
+        _wait_serving(state)
         info["outcome"] = f"started on {s3['endpoint']} and {s3['endpoint_tls']}"
 
 
@@ -183,6 +184,34 @@ def stop(state: dict, *, quiet: bool = False) -> None:
         Path(state["s3"]["pid_file"]).unlink(missing_ok=True)
 
 
+PROBE_KEY = "_sandbox/ready"
+
+
+def _wait_serving(state: dict) -> None:
+    """After a restart the S3 port answers before the volume server serves stored data again (GETs of existing
+    objects fail with InternalError for a few seconds): wait until a stored probe object reads back."""
+    s3 = client(state)
+    bucket = state["s3"]["buckets"]["primary"]
+    if not _exists(s3, bucket):
+        return  # a new sandbox: nothing stored yet; ensure_buckets() writes the probe
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        # Read the probe stored before this start (old data is what comes back last); write it if absent.
+        try:
+            if s3.get_object(Bucket=bucket, Key=PROBE_KEY)["Body"].read() == b"ready":
+                return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                with contextlib.suppress(BotoCoreError, ClientError):
+                    s3.put_object(Bucket=bucket, Key=PROBE_KEY, Body=b"ready")
+        except BotoCoreError:
+            pass
+        if time.monotonic() > deadline:
+            log = Path(state["s3"]["log_file"])
+            raise SandboxError(f"SeaweedFS does not serve stored objects after {READY_TIMEOUT} s:\n{tail(log)}")
+        time.sleep(0.2)
+
+
 def _exists(s3, bucket: str) -> bool:
     try:
         s3.head_bucket(Bucket=bucket)
@@ -213,4 +242,5 @@ def ensure_buckets(state: dict) -> None:
         s3.put_object_lock_configuration(
             Bucket=locked, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": retention}
         )
+    s3.put_object(Bucket=buckets["primary"], Key=PROBE_KEY, Body=b"ready")
     say(f"s3 buckets: {'created ' + ', '.join(made) if made else 'all present'} ({', '.join(buckets.values())})")
