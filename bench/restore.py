@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-# bench/run.py puts the engine (ansible.module_utils.pgdr) and scripts/ on the path.
+# bench/run.py puts the engine (the collection's module_utils) and scripts/ on the path.
 from run import (
     DEFAULT_SANDBOX,
     MIB,
@@ -45,8 +45,8 @@ from run import (
     target_for,
 )
 
-# After run, which puts plugins/module_utils on ansible.module_utils's path.
-from ansible.module_utils.pgdr import logical_backup, pg
+# After run, which puts the collection (collections/) on the path.
+from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, pg
 
 CHILD = Path(__file__).resolve().parent / "restore_child.py"
 PREFIX = "bench-restore"
@@ -238,7 +238,6 @@ class RestoreBench:
             os.environ,
             SANDBOX_DIR=str(self.root),
             ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-            ANSIBLE_CALLBACK_PLUGINS=str(REPO / "plugins" / "callback"),
             ANSIBLE_FORCE_COLOR="0",
             PGDR_RUN_REPORT=str(report),
             PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",

@@ -16,12 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def restore(cfg: dict) -> dict:
-    import ansible.module_utils
-
-    # The engine is imported as the Ansible modules (and the tests) import it: ansible.module_utils.pgdr.
-    ansible.module_utils.__path__.append(str(REPO / "plugins" / "module_utils"))
-    from ansible.module_utils.pgdr import logical_restore
-    from ansible.module_utils.pgdr.ansible_common import s3_target
+    # The engine is imported as the modules (and the tests) import it: the tree is the collection pgdr.supabase.
+    sys.path.insert(0, str(REPO / "collections"))
+    from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore
+    from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target
 
     target = s3_target(cfg["s3"])  # the same settings the modules take
     manifest = json.loads(Path(cfg["manifest_file"]).read_text())

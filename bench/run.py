@@ -25,18 +25,16 @@ import threading
 import time
 from pathlib import Path
 
-import ansible.module_utils
-
 REPO = Path(__file__).resolve().parents[1]
-ansible.module_utils.__path__.append(str(REPO / "plugins" / "module_utils"))
+sys.path.insert(0, str(REPO / "collections"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
 import sandboxlib  # noqa: E402
-from ansible.module_utils.pgdr import logical_backup, pg  # noqa: E402
-from ansible.module_utils.pgdr.ansible_common import s3_target  # noqa: E402
-from ansible.module_utils.pgdr.s3 import S3Target, part_size_for  # noqa: E402
+from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, pg  # noqa: E402
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target  # noqa: E402
+from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3Target, part_size_for  # noqa: E402
 
 DEFAULT_SANDBOX = Path("/var/tmp/pgdr-bench")
 CHILD = Path(__file__).resolve().parent / "child.py"

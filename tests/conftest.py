@@ -10,12 +10,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import ansible.module_utils
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# The engine is imported as Ansible modules import it: ansible.module_utils.pgdr.
-ansible.module_utils.__path__.append(str(REPO / "plugins" / "module_utils"))
+# The engine is imported as the modules import it, ansible_collections.pgdr.supabase.plugins.module_utils: the tree
+# is the collection, reached through collections/ansible_collections/pgdr/supabase (a link back to it).
+sys.path.insert(0, str(REPO / "collections"))
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -70,7 +70,7 @@ def s3_params(state, tls=True, bucket="primary"):
 
 @pytest.fixture
 def s3_target(sandbox):
-    from ansible.module_utils.pgdr.ansible_common import s3_target as make
+    from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make
 
     return make(s3_params(sandbox))
 
@@ -111,8 +111,6 @@ def run_playbook(sandbox_dir, sandbox, tmp_path):
         envvars = {
             "SANDBOX_DIR": str(sandbox_dir),
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            # ansible-runner (and so AWX) sets ANSIBLE_CALLBACK_PLUGINS, which hides ansible.cfg's callback_plugins.
-            "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "plugins" / "callback"),
             "ANSIBLE_FORCE_COLOR": "0",
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             **(env or {}),

@@ -26,7 +26,7 @@ from ansible.plugins.callback import CallbackBase
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
-    CALLBACK_NAME = "runbook_report"
+    CALLBACK_NAME = "pgdr.supabase.runbook_report"
     CALLBACK_NEEDS_ENABLED = True
 
     def __init__(self):

@@ -17,10 +17,10 @@ import pytest
 from backup_helpers import drop_database, dsn_for, restore_with_tools, row_counts, scratch_database
 from conftest import s3_params
 
-from ansible.module_utils.pgdr import catalog, logical_backup, pg
-from ansible.module_utils.pgdr.ansible_common import s3_target as make_target
-from ansible.module_utils.pgdr.errors import DRError
-from ansible.module_utils.pgdr.lock import SourceLock
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_backup, pg
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import pytest
 from backup_helpers import row_counts
 from conftest import s3_params
 
-from ansible.module_utils.pgdr import catalog, pg
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, pg
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +57,11 @@ def test_check_mode_on_a_fresh_prefix_touches_nothing(run_playbook, sandbox, s3_
 def test_backup_then_again_changes_nothing(run_playbook, sandbox, s3_target, prefix):
     first = run_playbook("backup.yml", {"pgdr_backup_prefix": prefix})
     assert first.rc == 0, first.stdout
-    [result] = first.results("pgdr_logical_backup")
+    [result] = first.results("pgdr.supabase.logical_backup")
     assert result["changed"] is True
     # The immutable copy, the Storage files and the config snapshot ran too, and were secured/recorded.
-    assert first.results("pgdr_secure_backup")[0]["changed"] is True
-    assert first.results("pgdr_storage_backup") and first.results("pgdr_config_snapshot")
+    assert first.results("pgdr.supabase.secure_backup")[0]["changed"] is True
+    assert first.results("pgdr.supabase.storage_backup") and first.results("pgdr.supabase.config_snapshot")
     manifest = result["manifest"]
     # The closing lines name the backup, its size, duration and every object's checksum.
     assert f"backup {result['backup_id']} of production" in first.stdout
@@ -89,7 +89,7 @@ def test_listing_shows_complete_and_incomplete_backups(run_playbook, sandbox, s3
     s3_target.put_bytes(f"{prefix}/production/logical/20200101T000000Z/data.pgdump.zst", b"partial")
     run = run_playbook("playbooks/list_backups.yml", {"pgdr_backup_prefix": prefix})
     assert run.rc == 0, run.stdout
-    [result] = run.results("pgdr_backup_info")
+    [result] = run.results("pgdr.supabase.backup_info")
     rows = result["backups"]
     assert [r["complete"] for r in rows] == [True, False]
     assert rows[1]["backup_id"] == "20200101T000000Z"
@@ -102,7 +102,7 @@ def test_wrong_s3_secret_fails_clearly_without_leaking(run_playbook, sandbox, pr
     params["secret_key"] = "not-the-secret-" + "x" * 20
     run = run_playbook("backup.yml", {"pgdr_backup_prefix": prefix, "pgdr_backup_s3": params})
     assert run.rc != 0
-    [result] = run.results("pgdr_logical_backup")
+    [result] = run.results("pgdr.supabase.logical_backup")
     assert "credentials" in result["msg"] and params["bucket"] in result["msg"]
     assert "not-the-secret-" not in run.stdout
     assert_no_secrets(run, sandbox)
@@ -114,7 +114,7 @@ def test_unreachable_source_fails_naming_it(run_playbook, sandbox, prefix):
         {"pgdr_backup_prefix": prefix, "pgdr_source_dsn": "postgresql://postgres:hunter2hunter2@127.0.0.1:1/postgres"},
     )
     assert run.rc != 0
-    [result] = run.results("pgdr_logical_backup")
+    [result] = run.results("pgdr.supabase.logical_backup")
     assert "[connect source] cannot reach the database server" in result["msg"]
     assert "127.0.0.1:1/postgres" in result["msg"]
     assert "hunter2hunter2" not in run.stdout

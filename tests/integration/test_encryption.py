@@ -13,9 +13,9 @@ import pytest
 from backup_helpers import drop_database
 from conftest import s3_params
 
-from ansible.module_utils.pgdr import logical_backup, logical_restore, selection
-from ansible.module_utils.pgdr.ansible_common import s3_target as make_target
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, logical_restore, selection
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from ansible.module_utils.pgdr import envstore, promote
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import envstore, promote
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 pytestmark = pytest.mark.integration
 

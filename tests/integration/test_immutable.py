@@ -14,9 +14,15 @@ import pytest
 from botocore.exceptions import ClientError
 from conftest import s3_params
 
-from ansible.module_utils.pgdr import catalog, immutable, logical_backup, retention, selection
-from ansible.module_utils.pgdr.ansible_common import s3_target as make_target
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import (
+    catalog,
+    immutable,
+    logical_backup,
+    retention,
+    selection,
+)
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 pytestmark = pytest.mark.integration
 
@@ -349,7 +355,7 @@ def test_playbooks_check_mode_changes_nothing_then_run_and_settle(sandbox, prima
 
     checked = run_playbook("playbooks/secure_copy.yml", extravars, check=True, diff=True)
     assert checked.rc == 0, checked.stdout
-    planned = checked.results("pgdr_secure_backup")[0]
+    planned = checked.results("pgdr.supabase.secure_backup")[0]
     assert planned["backups"][0]["status"] == "would_secure"
     assert snapshot(primary, secondary, prefix) == before
 
@@ -361,7 +367,7 @@ def test_playbooks_check_mode_changes_nothing_then_run_and_settle(sandbox, prima
 
     done = run_playbook("playbooks/secure_copy.yml", extravars)
     assert done.rc == 0, done.stdout
-    assert done.results("pgdr_secure_backup")[0]["backups"][0]["status"] == "secured"
+    assert done.results("pgdr.supabase.secure_backup")[0]["backups"][0]["status"] == "secured"
     assert any(v[0].endswith(f"{backup_id}/manifest.json") for v in versions(secondary, f"{prefix}/"))
     again = run_playbook("playbooks/secure_copy.yml", extravars)
     assert again.rc == 0, again.stdout

@@ -16,7 +16,7 @@ import yaml
 from alert_receiver import Receiver, closed_port
 from conftest import s3_params
 
-from ansible.module_utils.pgdr import catalog, logical_backup
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_backup
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def test_a_healthy_state_alerts_nothing_and_pings_the_monitor_check(run_playbook
     assert run.changed() == 0
     assert rx.paths() == ["/ping/monitor-uuid"]  # no webhook, one success ping
     assert rx.requests[0]["body"].decode().startswith("pgdr monitor: backups of production (local) are fresh")
-    (fresh,) = run.results("pgdr_freshness")
+    (fresh,) = run.results("pgdr.supabase.freshness")
     assert fresh["ok"] is True and fresh["checks"][0]["name"] == "logical"
 
 
@@ -125,7 +125,7 @@ def test_the_secondary_check_alerts_when_the_newest_backup_is_not_secured(run_pl
     result = take_backup(sandbox, s3_target, prefix)
     run = run_playbook("playbooks/monitor.yml", monitor_vars(prefix, rx, pgdr_monitor_secondary=True))
     assert run.rc != 0
-    (fresh,) = run.results("pgdr_freshness")
+    (fresh,) = run.results("pgdr.supabase.freshness")
     assert fresh["stale"] == ["secondary"]
     assert f"not secured: {result['backup_id']} (no secure copy)" in run.stdout
     assert "/ping/monitor-uuid/fail" in rx.paths()
@@ -138,7 +138,7 @@ def test_check_mode_of_the_monitor_sends_nothing(run_playbook, sandbox, s3_targe
     stale = run_playbook("playbooks/monitor.yml", monitor_vars(prefix, rx, monitor_now=later(30)), check=True)
     assert stale.rc != 0 and "STALE" in stale.stdout  # the same verdict in check mode
     assert rx.requests == []
-    (notify,) = stale.results("pgdr_notify")
+    (notify,) = stale.results("pgdr.supabase.notify")
     assert [d["delivered"] for d in notify["deliveries"]] == [False, False]
     assert notify["deliveries"][1]["action"].endswith("/fail")
 
@@ -149,7 +149,7 @@ def test_an_unreachable_monitor_sink_is_reported_separately(run_playbook, sandbo
     run = run_playbook("playbooks/monitor.yml", {"pgdr_backup_prefix": prefix, "pgdr_monitor_sinks": sinks})
     assert run.rc != 0
     assert "backups of production are fresh, alert delivery failed: monitor-check" in run.stdout
-    (fresh,) = run.results("pgdr_freshness")
+    (fresh,) = run.results("pgdr.supabase.freshness")
     assert fresh["ok"] is True
 
 
@@ -187,7 +187,7 @@ def test_the_notify_module_alone_reports_a_failure(run_playbook, rx, tmp_path):
             "gather_facts": False,
             "roles": [
                 {
-                    "role": "backup_notify",
+                    "role": "pgdr.supabase.backup_notify",
                     "vars": {
                         "backup_notify_outcome": "failed",
                         "backup_notify_result": "[dump] pg_dump exited 1: out of disk",
@@ -223,7 +223,7 @@ def test_an_unreachable_sink_after_a_successful_backup(run_playbook, backup_play
     ]
     run = run_playbook(backup_playbook, {"pgdr_backup_prefix": prefix, "pgdr_alert_sinks": sinks})
     assert run.rc != 0
-    (backup,) = run.results("pgdr_logical_backup")
+    (backup,) = run.results("pgdr.supabase.logical_backup")
     assert backup["changed"] is True and not backup.get("failed")
     assert f"backup ok ({backup['backup_id']} of production), alert delivery failed: chat" in run.stdout
     # The backup is there and committed; the other sink still got its report.
@@ -248,7 +248,7 @@ def test_the_textfile_after_success_then_failure(run_playbook, backup_playbook, 
     ok = run_playbook(backup_playbook, {"pgdr_backup_prefix": prefix, "pgdr_alert_sinks": sinks})
     assert ok.rc == 0, ok.stdout[-3000:]
     assert ok.changed() == 1  # only the backup; reporting changes nothing
-    (backup,) = ok.results("pgdr_logical_backup")
+    (backup,) = ok.results("pgdr.supabase.logical_backup")
     # A healthy run: no chat message, the start and success pings only.
     assert rx.paths() == ["/ping/backup-uuid/start", "/ping/backup-uuid"]
     after_success = metrics(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ansible.module_utils.pgdr import pgbackrest
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest
 from sandboxlib import pitr as pitr_sandbox
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ def test_setup_check_mode_touches_nothing(pitr):
     assert run.rc == 0, run.stdout
     assert pitr["after_check"] == pitr["before_setup"]
     assert not pitr["config_after_check"]
-    [result] = run.results("pgdr_pgbackrest_stanza")
+    [result] = run.results("pgdr.supabase.pgbackrest_stanza")
     assert result["changed"]
     steps = " | ".join(result["plan"]["steps"])
     assert "write" in steps and "create stanza production" in steps and "set archive_command" in steps
@@ -131,16 +131,16 @@ def test_setup_configures_archiving_and_a_second_run_changes_nothing(pitr):
     again = pitr["setup_again"]
     assert again.rc == 0, again.stdout
     assert again.changed() == 0
-    [result] = again.results("pgdr_pgbackrest_stanza")
+    [result] = again.results("pgdr.supabase.pgbackrest_stanza")
     assert result["plan"]["steps"] == [] and result["check"]["ok"]
     for run in (pitr["check"], pitr["setup"], again):
         assert_no_secrets(run, pitr["sandbox"], pitr["cipher_pass"])
 
 
 def test_backup_check_mode_predicts_full_then_full_backup(pitr):
-    [plan] = pitr["backup_check"].results("pgdr_pgbackrest_backup")
+    [plan] = pitr["backup_check"].results("pgdr.supabase.pgbackrest_backup")
     assert plan["type"] == "full" and plan["newest"] is None and "no full backup" in plan["note"]
-    [result] = pitr["backup"].results("pgdr_pgbackrest_backup")
+    [result] = pitr["backup"].results("pgdr.supabase.pgbackrest_backup")
     assert result["changed"] and result["backup"]["type"] == "full"
     assert result["backup"]["wal_start"] and result["backup"]["stop"]
     TIMINGS["full_backup_s"] = result["duration_s"]
@@ -150,7 +150,7 @@ def test_backup_check_mode_predicts_full_then_full_backup(pitr):
 def test_info_reports_backups_and_freshness(pitr, run_playbook):
     run = run_playbook("playbooks/pitr_info.yml", pitr["vars"])
     assert run.rc == 0, run.stdout
-    [info] = run.results("pgdr_pgbackrest_info")
+    [info] = run.results("pgdr.supabase.pgbackrest_info")
     assert info["exists"] and len(info["backups"]) == 1
     fresh = info["freshness"]
     assert fresh["rpo_ok"] and fresh["base_ok"]
@@ -185,8 +185,8 @@ def test_restore_to_a_time_keeps_exactly_the_rows_before_it(pitr, run_playbook, 
     # Check mode names the backup and the WAL range and creates nothing.
     plan_run = run_playbook("playbooks/pitr_restore.yml", extra, check=True)
     assert plan_run.rc == 0, plan_run.stdout
-    [plan] = plan_run.results("pgdr_pgbackrest_restore")
-    label = pitr["backup"].results("pgdr_pgbackrest_backup")[0]["backup"]["label"]
+    [plan] = plan_run.results("pgdr.supabase.pgbackrest_restore")
+    label = pitr["backup"].results("pgdr.supabase.pgbackrest_backup")[0]["backup"]["label"]
     assert plan["plan"]["action"] == "restore" and plan["plan"]["backup"]["label"] == label
     assert f"would restore full backup {label}" in plan_run.stdout and plan["plan"]["wal_range"]["to"] >= segment
     assert not data_dir.parent.exists()
@@ -195,7 +195,7 @@ def test_restore_to_a_time_keeps_exactly_the_rows_before_it(pitr, run_playbook, 
     run = run_playbook("playbooks/pitr_restore.yml", extra)
     TIMINGS["restore_playbook_s"] = round(time.monotonic() - t0, 2)
     assert run.rc == 0, run.stdout
-    [result] = run.results("pgdr_pgbackrest_restore")
+    [result] = run.results("pgdr.supabase.pgbackrest_restore")
     assert result["changed"] and result["plan"]["backup"]["label"] == label
     TIMINGS.update({f"restore_{k}": v for k, v in result["timings"].items()})
     TIMINGS["achieved_rpo_s"] = result["rpo_s"]
@@ -214,7 +214,7 @@ def test_restore_to_a_time_keeps_exactly_the_rows_before_it(pitr, run_playbook, 
     again = run_playbook("playbooks/pitr_restore.yml", extra)
     assert again.rc == 0, again.stdout
     assert again.changed() == 0
-    [second] = again.results("pgdr_pgbackrest_restore")
+    [second] = again.results("pgdr.supabase.pgbackrest_restore")
     assert second["plan"]["action"] == "none" and second["port"] == port
 
 
@@ -253,7 +253,10 @@ def test_restore_refuses_a_data_folder_that_holds_something(pitr, run_playbook):
     root = Path(pitr["vars"]["pgdr_pitr_root"], "occupied", "data")
     root.mkdir(parents=True)
     (root / "precious.txt").write_text("keep me\n")
-    extra = {**pitr["vars"], "target_time": pitr["backup"].results("pgdr_pgbackrest_backup")[0]["backup"]["stop"]}
+    extra = {
+        **pitr["vars"],
+        "target_time": pitr["backup"].results("pgdr.supabase.pgbackrest_backup")[0]["backup"]["stop"],
+    }
     run = run_playbook("playbooks/pitr_restore.yml", {**extra, "cluster": "occupied"})
     assert run.rc != 0
     assert "exists and is not empty" in run.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible.module_utils.pgdr import envstore
+from ansible_collections.pgdr.supabase.plugins.module_utils import envstore
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def test_promote_then_again_then_rollback(run_playbook, sandbox, env_files):
         if a != b
     ]
     assert [a.split("=")[0] for a, _ in changed] == ["SUPABASE_DB_URL", "DATABASE_URL"]
-    [result] = [r for r in first.results("pgdr_promote") if r.get("changed")]
+    [result] = [r for r in first.results("pgdr.supabase.promote") if r.get("changed")]
     assert result["record"]["state"] == "promoted" and result["record"]["target"] == TARGET
     assert result["record"]["reason"] == "integration test"
     promoted = production.read_bytes()

@@ -13,9 +13,9 @@ import pytest
 import zstandard
 from backup_helpers import drop_database, dsn_for
 
-from ansible.module_utils.pgdr import logical_backup, logical_restore
-from ansible.module_utils.pgdr.errors import DRError
-from ansible.module_utils.pgdr.s3 import RangedReader
+from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, logical_restore
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import RangedReader
 
 pytestmark = pytest.mark.integration
 

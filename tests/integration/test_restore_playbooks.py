@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from backup_helpers import drop_database, dsn_for
 
-from ansible.module_utils.pgdr import catalog, logical_backup
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_backup
 
 pytestmark = pytest.mark.integration
 

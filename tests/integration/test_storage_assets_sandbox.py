@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible.module_utils.pgdr import pg
+from ansible_collections.pgdr.supabase.plugins.module_utils import pg
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def test_backup_is_incremental_and_check_mode_touches_nothing(run_playbook, sand
 
     first = run_playbook("playbooks/storage_backup.yml", extra)
     assert first.rc == 0, first.stdout
-    [result] = first.results("pgdr_storage_backup")
+    [result] = first.results("pgdr.supabase.storage_backup")
     assert result["changed"] and result["plan"]["counts"]["new"] == len(FILES)
     manifest = s3_target.get_json(result["manifest_key"])
     by_key = {o["key"]: o for o in manifest["objects"]}
@@ -91,7 +91,7 @@ def test_backup_is_incremental_and_check_mode_touches_nothing(run_playbook, sand
 
     third = run_playbook("playbooks/storage_backup.yml", extra)
     assert third.rc == 0, third.stdout
-    [result] = third.results("pgdr_storage_backup")
+    [result] = third.results("pgdr.supabase.storage_backup")
     counts = result["plan"]["counts"]
     assert (counts["new"], counts["changed"], counts["unchanged"], counts["deleted"]) == (1, 1, 1, 1)
     assert sorted(o["key"] for o in result["plan"]["copy"]) == ["a/one.txt", "new/four.txt"]
@@ -116,7 +116,7 @@ def test_cross_check_finds_a_row_without_a_file(run_playbook, sandbox, prefix, s
     extra = {"pgdr_backup_prefix": prefix, "pgdr_storage_buckets": [storage_bucket]}
     run = run_playbook("playbooks/storage_backup.yml", extra)
     assert run.rc == 0, run.stdout
-    [result] = run.results("pgdr_storage_backup")
+    [result] = run.results("pgdr.supabase.storage_backup")
     assert result["cross_check"]["missing"] == [{"bucket": storage_bucket, "key": "ghost/never-uploaded.png"}]
     assert "objects referenced in storage.objects are missing" in run.stdout
     failing = run_playbook("playbooks/storage_backup.yml", {**extra, "storage_backup_fail_on_missing": True})
@@ -134,7 +134,7 @@ def test_restore_into_a_staging_bucket(run_playbook, sandbox, s3_target, prefix,
     check = run_playbook("playbooks/storage_restore.yml", restore_vars, check=True)
     assert check.rc == 0, check.stdout
     assert bucket_listing(client, staging) is None
-    [planned] = check.results("pgdr_storage_restore")
+    [planned] = check.results("pgdr.supabase.storage_restore")
     assert planned["plan"]["create_buckets"] == [staging]
     assert planned["plan"]["counts"]["copy"] == len(FILES)
 
@@ -150,7 +150,7 @@ def test_restore_into_a_staging_bucket(run_playbook, sandbox, s3_target, prefix,
     client.put_object(Bucket=staging, Key="a/one.txt", Body=b"tampered")
     client.put_object(Bucket=staging, Key="staging-only.txt", Body=b"mine")
     third = run_playbook("playbooks/storage_restore.yml", restore_vars)
-    [result] = third.results("pgdr_storage_restore")
+    [result] = third.results("pgdr.supabase.storage_restore")
     assert result["restored"] == 1 and result["plan"]["counts"]["overwrite"] == 1
     assert client.get_object(Bucket=staging, Key="a/one.txt")["Body"].read() == FILES["a/one.txt"]
     assert client.get_object(Bucket=staging, Key="staging-only.txt")["Body"].read() == b"mine"
@@ -170,7 +170,7 @@ def test_restore_into_a_staging_bucket(run_playbook, sandbox, s3_target, prefix,
 def test_restore_of_a_damaged_copy_fails_and_writes_nothing(run_playbook, sandbox, s3_target, prefix, storage_bucket):
     extra = {"pgdr_backup_prefix": prefix, "pgdr_storage_buckets": [storage_bucket]}
     run = run_playbook("playbooks/storage_backup.yml", extra)
-    [result] = run.results("pgdr_storage_backup")
+    [result] = run.results("pgdr.supabase.storage_backup")
     manifest = s3_target.get_json(result["manifest_key"])
     victim = next(o for o in manifest["objects"] if o["key"] == "a/one.txt")
     s3_target.client.put_object(Bucket=s3_target.bucket, Key=victim["stored_key"], Body=b"one\r\n"[:4])
@@ -185,7 +185,7 @@ def test_restore_of_a_damaged_copy_fails_and_writes_nothing(run_playbook, sandbo
 
 
 def test_config_snapshot_has_names_and_no_values(run_playbook, sandbox, s3_target, prefix, tmp_path):
-    from ansible.module_utils.pgdr.envstore import parse_dotenv
+    from ansible_collections.pgdr.supabase.plugins.module_utils.envstore import parse_dotenv
 
     source_env = Path(sandbox["env_files"]["production"]).read_text()
     env_file = tmp_path / "production.env"
@@ -200,7 +200,7 @@ def test_config_snapshot_has_names_and_no_values(run_playbook, sandbox, s3_targe
 
     first = run_playbook("playbooks/config_snapshot.yml", extra)
     assert first.rc == 0, first.stdout
-    [result] = first.results("pgdr_config_snapshot")
+    [result] = first.results("pgdr.supabase.config_snapshot")
     stored = s3_target.client.get_object(Bucket=s3_target.bucket, Key=result["key"])["Body"].read().decode()
     snapshot = json.loads(stored)
     assert sorted(v["name"] for v in snapshot["variables"]) == sorted(values)
@@ -216,7 +216,7 @@ def test_config_snapshot_has_names_and_no_values(run_playbook, sandbox, s3_targe
     env_file.write_text(source_env.replace(values[changed_name], values[changed_name][::-1] + "x"))
     later = run_playbook("playbooks/config_snapshot.yml", {**extra, "snapshot_id": "20260102T000000Z"})
     assert later.rc == 0, later.stdout
-    [result] = later.results("pgdr_config_snapshot")
+    [result] = later.results("pgdr.supabase.config_snapshot")
     assert result["changes"]["changed"] == [f"production: {changed_name}"]
     assert result["changes"]["added"] == [] and result["changes"]["removed"] == []
     assert f"changed production: {changed_name}" in later.stdout

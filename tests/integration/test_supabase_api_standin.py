@@ -15,8 +15,8 @@ import pytest
 import supabase_api_standin as standin
 from ansible.module_utils.testing import patch_module_args
 
-from ansible.module_utils.pgdr import supabase_api as sa
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import supabase_api as sa
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 pytestmark = pytest.mark.integration
 
@@ -198,7 +198,9 @@ class TestErrors:
 
 
 def run_module(name, args, capsys, check_mode=False):
-    spec = importlib.util.spec_from_file_location(f"_pgdr_it_{name}", REPO / "plugins" / "modules" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_pgdr_it_{name}", REPO / "plugins" / "modules" / f"{name.rsplit('.', 1)[-1]}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if check_mode:
@@ -226,7 +228,9 @@ def restore_args(server, target, **overrides):
 class TestModules:
     def test_check_mode_reports_the_plan_and_restores_nothing(self, api, server, capsys):
         target = in_window(api)
-        code, result = run_module("pgdr_supabase_pitr_restore", restore_args(server, target), capsys, check_mode=True)
+        code, result = run_module(
+            "pgdr.supabase.supabase_pitr_restore", restore_args(server, target), capsys, check_mode=True
+        )
         assert code == 0, result
         assert result["changed"] is True
         assert result["target_unix"] == target
@@ -238,7 +242,7 @@ class TestModules:
 
     def test_restore_waits_until_healthy(self, api, server, capsys):
         target = in_window(api)
-        code, result = run_module("pgdr_supabase_pitr_restore", restore_args(server, target), capsys)
+        code, result = run_module("pgdr.supabase.supabase_pitr_restore", restore_args(server, target), capsys)
         assert code == 0, result
         assert result["changed"] is True
         assert result["wait"]["status"] == "ACTIVE_HEALTHY"
@@ -249,7 +253,7 @@ class TestModules:
     @pytest.mark.parametrize("check_mode", [False, True])
     def test_out_of_window_fails_early_with_the_window(self, server, capsys, check_mode):
         args = restore_args(server, "2020-01-01T00:00:00Z")
-        code, result = run_module("pgdr_supabase_pitr_restore", args, capsys, check_mode=check_mode)
+        code, result = run_module("pgdr.supabase.supabase_pitr_restore", args, capsys, check_mode=check_mode)
         assert code == 1
         assert result["error"]["step"] == "check target time"
         assert "before the earliest restorable time" in result["msg"]
@@ -258,14 +262,14 @@ class TestModules:
 
     def test_pitr_off_fails_in_check_mode_too(self, api, server, capsys):
         args = restore_args(server, in_window(api), project_ref=NOPITR, confirm=NOPITR)
-        code, result = run_module("pgdr_supabase_pitr_restore", args, capsys, check_mode=True)
+        code, result = run_module("pgdr.supabase.supabase_pitr_restore", args, capsys, check_mode=True)
         assert code == 1
         assert "PITR is not enabled" in result["msg"]
 
     def test_a_project_still_restoring_is_not_restored_again(self, api, server, capsys):
         control(server, "switches", {"hang_restore": True})
         api.restore_pitr(REF, in_window(api))
-        code, result = run_module("pgdr_supabase_pitr_restore", restore_args(server, in_window(api)), capsys)
+        code, result = run_module("pgdr.supabase.supabase_pitr_restore", restore_args(server, in_window(api)), capsys)
         assert code == 1
         assert "is RESTORING" in result["msg"]
         assert "already running" in result["msg"]
@@ -274,17 +278,17 @@ class TestModules:
     def test_a_hung_restore_fails_with_the_escalation(self, api, server, capsys):
         control(server, "switches", {"hang_restore": True})
         args = restore_args(server, in_window(api), wait_timeout=1, poll_interval=0.1)
-        code, result = run_module("pgdr_supabase_pitr_restore", args, capsys)
+        code, result = run_module("pgdr.supabase.supabase_pitr_restore", args, capsys)
         assert code == 1
         assert "no API can cancel a stuck RESTORING" in result["msg"]
 
     def test_info_modules(self, server, capsys):
         base = {"token": TOKEN, "project_ref": REF, "api_url": server.url}
-        code, info = run_module("pgdr_supabase_project_info", base, capsys, check_mode=True)
+        code, info = run_module("pgdr.supabase.supabase_project_info", base, capsys, check_mode=True)
         assert code == 0
         assert info["ready"] is True
         assert info["changed"] is False
-        code, backups = run_module("pgdr_supabase_backups_info", base, capsys)
+        code, backups = run_module("pgdr.supabase.supabase_backups_info", base, capsys)
         assert code == 0
         assert backups["pitr_enabled"] is True
         assert backups["window"]["latest_unix"] > backups["window"]["earliest_unix"]
@@ -320,7 +324,7 @@ class TestPlaybook:
         real = run_playbook(self.PLAYBOOK, self.extravars(server, target))
         assert real.rc == 0, real.stdout
         assert real.changed() == 1
-        [result] = real.results("pgdr_supabase_pitr_restore")
+        [result] = real.results("pgdr.supabase.supabase_pitr_restore")
         assert result["wait"]["status"] == "ACTIVE_HEALTHY"
         assert [r["recovery_time_target_unix"] for r in restores(server)] == [target]
         assert TOKEN not in real.stdout

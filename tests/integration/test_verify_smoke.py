@@ -15,9 +15,9 @@ from backup_helpers import drop_database, dsn_for, restore_with_tools, scratch_d
 from conftest import s3_params
 from psycopg import sql
 
-from ansible.module_utils.pgdr import logical_backup, pg, smoke, verify
-from ansible.module_utils.pgdr.ansible_common import s3_target as make_target
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, pg, smoke, verify
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,9 @@ def run_module(name, args, check_mode=False):
 
     from ansible.module_utils.testing import patch_module_args
 
-    spec = importlib.util.spec_from_file_location(f"_pgdr_it_{name}", REPO / "plugins" / "modules" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_pgdr_it_{name}", REPO / "plugins" / "modules" / f"{name.rsplit('.', 1)[-1]}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if check_mode:
@@ -113,7 +115,7 @@ def check_named(result, name):
 def test_default_smoke_checks_pass_on_production_and_leave_it_as_it_was(sandbox, check_mode):
     dsn = sandbox["production"]["dsn"]
     before = database_state(dsn)
-    rc, result = run_module("pgdr_smoke", {"dsn": dsn, "checks_dirs": [str(CHECKS)]}, check_mode=check_mode)
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": dsn, "checks_dirs": [str(CHECKS)]}, check_mode=check_mode)
     assert rc == 0, result["msg"]
     assert result["changed"] is False
     assert result["ok"] and result["failed_checks"] == []
@@ -129,13 +131,13 @@ def test_default_smoke_checks_pass_on_production_and_leave_it_as_it_was(sandbox,
 
 
 def test_default_smoke_checks_pass_on_a_restored_copy(copy):
-    rc, result = run_module("pgdr_smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
     assert rc == 0, result["msg"]
 
 
 def test_dropped_tenant_isolation_policy_fails_the_isolation_check_by_name(copy):
     execute(copy, 'drop policy "members read events of their tenant" on public.events')
-    rc, result = run_module("pgdr_smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
     assert rc == 1
     assert result["failed_checks"] == ["tenant_isolation_events"]
     assert "tenant_isolation_events: expected 0 rows, got 1" in result["msg"]
@@ -148,7 +150,7 @@ def test_a_policy_that_lets_every_tenant_through_is_named_with_the_rows_it_leaks
         'drop policy "members read events of their tenant" on public.events',
         'create policy "leaky" on public.events for select to authenticated using (true)',
     )
-    rc, result = run_module("pgdr_smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
     assert rc == 1
     assert result["failed_checks"] == ["tenant_isolation_events"]
     leaked = golden["manifest"]["tables"]["public.events"] + 1  # every production event plus tenant B's fixture
@@ -162,7 +164,7 @@ def test_an_insert_into_another_tenant_that_succeeds_fails_the_insert_check(copy
         'drop policy "members add events to their tenant" on public.events',
         'create policy "anyone adds" on public.events for insert to authenticated with check (true)',
     )
-    rc, result = run_module("pgdr_smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
     assert rc == 1
     assert result["failed_checks"] == ["tenant_isolation_insert_events"]
     assert "expected error row-level security, the statement succeeded" in result["msg"]
@@ -186,7 +188,7 @@ def test_broken_rejoin_fails_the_join_check(copy):
              return result;
            end $$""",
     )
-    rc, result = run_module("pgdr_smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
     assert rc == 1
     assert result["failed_checks"] == ["participants_join_rejoin"]
     assert "expected value 'rows=1 active=1 rejoin_count=1', got 'rows=1 active=1 rejoin_count=0'" in result["msg"]
@@ -194,7 +196,7 @@ def test_broken_rejoin_fails_the_join_check(copy):
 
 def test_a_missing_function_fails_the_join_check_naming_the_statement(copy):
     execute(copy, "drop function public.leave_session(uuid)")
-    rc, result = run_module("pgdr_smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": copy, "checks_dirs": [str(CHECKS)]})
     assert rc == 1
     assert result["failed_checks"] == ["participants_join_rejoin"]
     assert "statement 2 failed: 42883" in check_named(result, "participants_join_rejoin")["summary"]
@@ -213,7 +215,7 @@ def test_extra_checks_run_and_roll_back_even_when_they_fail(sandbox, tmp_path):
     (extra / "auth_user_uid.sql").write_text("-- name: auth_user_uid\n-- expect: value=replaced\nselect 'replaced'")
     (extra / "as_owner.sql").write_text("-- expect: rows=1\nselect count(*) from public.tenants")
     before = database_state(dsn)
-    rc, result = run_module("pgdr_smoke", {"dsn": dsn, "checks_dirs": [str(CHECKS), str(extra)]})
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": dsn, "checks_dirs": [str(CHECKS), str(extra)]})
     assert rc == 1
     assert sorted(result["failed_checks"]) == ["nobody", "writes_then_fails"]
     assert "42P01" in check_named(result, "writes_then_fails")["summary"]
@@ -226,7 +228,7 @@ def test_extra_checks_run_and_roll_back_even_when_they_fail(sandbox, tmp_path):
 def test_smoke_http_check_and_command(sandbox, tmp_path):
     dsn = sandbox["production"]["dsn"]
     rc, result = run_module(
-        "pgdr_smoke",
+        "pgdr.supabase.smoke",
         {
             "dsn": dsn,
             "checks_dirs": [],
@@ -237,7 +239,9 @@ def test_smoke_http_check_and_command(sandbox, tmp_path):
     assert rc == 0, result["msg"]
     assert [c["name"] for c in result["checks"]] == ["s3_endpoint", "command"]
     assert result["checks"][1]["details"]["output_tail"].strip() == "3"
-    rc, result = run_module("pgdr_smoke", {"dsn": dsn, "http": {"url": sandbox["s3"]["endpoint"] + "/", "status": 200}})
+    rc, result = run_module(
+        "pgdr.supabase.smoke", {"dsn": dsn, "http": {"url": sandbox["s3"]["endpoint"] + "/", "status": 200}}
+    )
     assert rc == 1
     assert result["failed_checks"] == ["http"]
 
@@ -247,7 +251,7 @@ def test_smoke_http_check_and_command(sandbox, tmp_path):
 
 def test_verify_passes_on_a_faithful_copy_with_the_manifest_from_the_bucket(copy, golden, sandbox):
     rc, result = run_module(
-        "pgdr_verify_restore",
+        "pgdr.supabase.verify_restore",
         {
             "dsn": copy,
             "manifest_key": golden["manifest_key"],
@@ -265,7 +269,7 @@ def test_verify_passes_on_a_faithful_copy_with_the_manifest_from_the_bucket(copy
 def test_deleted_history_row_is_reported_missing_by_version(copy, golden):
     execute(copy, "delete from supabase_migrations.schema_migrations where version = '20240103000000'")
     rc, result = run_module(
-        "pgdr_verify_restore", {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(MIGRATIONS)}
+        "pgdr.supabase.verify_restore", {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(MIGRATIONS)}
     )
     assert rc == 1
     assert result["failed_checks"] == ["migrations"]
@@ -293,11 +297,11 @@ def test_a_newer_file_is_pending_and_fails_only_when_asked(copy, golden, tmp_pat
     shutil.copytree(MIGRATIONS, folder)
     (folder / "20990101000000_future.sql").write_text("select 1;\n")
     args = {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(folder)}
-    rc, result = run_module("pgdr_verify_restore", args)
+    rc, result = run_module("pgdr.supabase.verify_restore", args)
     assert rc == 0, result["msg"]
     assert check_named(result, "migrations")["details"]["pending"] == ["20990101000000"]
     assert "pending: 20990101000000" in check_named(result, "migrations")["summary"]
-    rc, result = run_module("pgdr_verify_restore", {**args, "fail_on_pending": True})
+    rc, result = run_module("pgdr.supabase.verify_restore", {**args, "fail_on_pending": True})
     assert rc == 1
     assert result["failed_checks"] == ["migrations"]
 
@@ -334,7 +338,7 @@ def test_deleted_rows_are_named_by_table_with_both_counts(copy, golden):
     expected = golden["manifest"]["tables"]["public.events"]
     execute(copy, "delete from public.events where id in (select id from public.events limit 7)")
     rc, result = run_module(
-        "pgdr_verify_restore", {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(MIGRATIONS)}
+        "pgdr.supabase.verify_restore", {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(MIGRATIONS)}
     )
     assert rc == 1
     assert result["failed_checks"] == ["row_counts"]
@@ -346,9 +350,11 @@ def test_deleted_rows_are_named_by_table_with_both_counts(copy, golden):
 def test_verify_command_decides_and_sees_the_restored_database(copy, golden):
     args = {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(MIGRATIONS)}
     probe = 'test "$(psql "$DATABASE_URL" -XAtc "select count(*) from public.tenants")" = 3'
-    rc, result = run_module("pgdr_verify_restore", {**args, "command": ["sh", "-c", probe]})
+    rc, result = run_module("pgdr.supabase.verify_restore", {**args, "command": ["sh", "-c", probe]})
     assert rc == 0, result["msg"]
-    rc, result = run_module("pgdr_verify_restore", {**args, "command": ["sh", "-c", probe.replace("= 3", "= 4")]})
+    rc, result = run_module(
+        "pgdr.supabase.verify_restore", {**args, "command": ["sh", "-c", probe.replace("= 3", "= 4")]}
+    )
     assert rc == 1
     assert result["failed_checks"] == ["command"]
 
@@ -359,7 +365,7 @@ def test_missing_migrations_folder_is_a_clear_error(copy, golden, tmp_path):
         verify.verify_restore(copy, golden["manifest"], str(missing))
     assert str(missing) in str(err.value)
     rc, result = run_module(
-        "pgdr_verify_restore", {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(missing)}
+        "pgdr.supabase.verify_restore", {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(missing)}
     )
     assert rc == 1
     assert str(missing) in result["msg"]
@@ -368,7 +374,7 @@ def test_missing_migrations_folder_is_a_clear_error(copy, golden, tmp_path):
 
 def test_missing_manifest_key_is_a_clear_error(copy, sandbox):
     rc, result = run_module(
-        "pgdr_verify_restore", {"dsn": copy, "manifest_key": "nope/manifest.json", "s3": s3_params(sandbox)}
+        "pgdr.supabase.verify_restore", {"dsn": copy, "manifest_key": "nope/manifest.json", "s3": s3_params(sandbox)}
     )
     assert rc == 1
     assert "no manifest at this key" in result["msg"]
@@ -381,7 +387,7 @@ def test_missing_manifest_key_is_a_clear_error(copy, sandbox):
 def test_check_mode_on_a_database_not_restored_yet_lists_what_would_run(sandbox, golden):
     dsn = dsn_for(sandbox, "staging", f"not_restored_{uuid.uuid4().hex[:6]}")
     rc, result = run_module(
-        "pgdr_verify_restore",
+        "pgdr.supabase.verify_restore",
         {"dsn": dsn, "manifest": golden["manifest"], "migrations_dir": str(MIGRATIONS), "command": ["true"]},
         check_mode=True,
     )
@@ -389,11 +395,11 @@ def test_check_mode_on_a_database_not_restored_yet_lists_what_would_run(sandbox,
     assert result["changed"] is False
     assert result["would_run"] == ["migrations", "schema", "row_counts", "command"]
     assert "does not exist yet" in result["skipped_reason"]
-    rc, result = run_module("pgdr_smoke", {"dsn": dsn, "checks_dirs": [str(CHECKS)]}, check_mode=True)
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": dsn, "checks_dirs": [str(CHECKS)]}, check_mode=True)
     assert rc == 0, result
     assert result["would_run"] == [c["name"] for c in smoke.load_checks([str(CHECKS)])]
     # Outside check mode a missing database is an error.
-    rc, result = run_module("pgdr_smoke", {"dsn": dsn, "checks_dirs": [str(CHECKS)]})
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": dsn, "checks_dirs": [str(CHECKS)]})
     assert rc == 1
     assert "the database does not exist" in result["msg"]
 
@@ -414,7 +420,7 @@ def test_roles_print_a_line_per_check_and_fail_naming_the_failed_check(run_playb
   tasks:
     - name: Verify migrations
       ansible.builtin.include_role:
-        name: verify_migrations
+        name: pgdr.supabase.verify_migrations
       vars:
         verify_migrations_dsn: "{{{{ pgdr_sandbox.production.dsn }}}}"
         verify_migrations_manifest_key: {golden["manifest_key"]}
@@ -422,7 +428,7 @@ def test_roles_print_a_line_per_check_and_fail_naming_the_failed_check(run_playb
         verify_migrations_dir: "{{{{ pgdr_sandbox.app.migrations_dir }}}}"
     - name: Run the smoke tests
       ansible.builtin.include_role:
-        name: smoke_tests
+        name: pgdr.supabase.smoke_tests
       vars:
         smoke_tests_dsn: "{{{{ pgdr_sandbox.production.dsn }}}}"
         smoke_tests_extra_checks_dir: {extra}
@@ -439,6 +445,6 @@ def test_roles_print_a_line_per_check_and_fail_naming_the_failed_check(run_playb
         "FAIL team_rule: expected 0 rows, got 1",
     ):
         assert line in run.stdout, run.stdout[-4000:]
-    [smoke_result] = run.results("pgdr_smoke")
+    [smoke_result] = run.results("pgdr.supabase.smoke")
     assert smoke_result["failed_checks"] == ["team_rule"]
     assert sandbox["production"]["password"] not in run.stdout

@@ -1,5 +1,6 @@
 """The alert sinks without a sandbox: payloads, healthchecks pings, the Prometheus textfile and its counter,
-retries and timeouts, URL masking, and the pgdr_notify module (check mode sends nothing; a broken sink never fails)."""
+retries and timeouts, URL masking, and the pgdr.supabase.notify module (check mode sends nothing; a broken sink
+never fails)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from alert_receiver import Receiver, closed_port
 from ansible.module_utils.testing import patch_module_args
 
-from ansible.module_utils.pgdr import alerts
+from ansible_collections.pgdr.supabase.plugins.module_utils import alerts
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN_PATH = "/services/T0000/B0000/XyZsecretWebhookToken123"
@@ -334,11 +335,11 @@ def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.prom"]
 
 
-# --- the pgdr_notify module -------------------------------------------------------------------------------------
+# --- the pgdr.supabase.notify module ---------------------------------------------------------------------------
 
 
 def run_notify(args, capsys, check_mode=False):
-    spec = importlib.util.spec_from_file_location("_pgdr_test_notify", REPO / "plugins/modules/pgdr_notify.py")
+    spec = importlib.util.spec_from_file_location("_pgdr_test_notify", REPO / "plugins/modules/notify.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if check_mode:
@@ -389,7 +390,7 @@ def test_notify_module_check_mode_sends_nothing(rx, capsys, tmp_path):
 
 
 def test_notify_module_marks_urls_no_log():
-    spec = importlib.util.spec_from_file_location("_pgdr_test_notify2", REPO / "plugins/modules/pgdr_notify.py")
+    spec = importlib.util.spec_from_file_location("_pgdr_test_notify2", REPO / "plugins/modules/notify.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.SINK_OPTIONS["url"]["no_log"] is True

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from ansible.module_utils.pgdr import catalog
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 MOMENT = dt.datetime(2026, 11, 28, 13, 45, 12, 345678, tzinfo=dt.UTC)
 

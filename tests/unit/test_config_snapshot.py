@@ -10,9 +10,9 @@ import pytest
 from moto import mock_aws
 from test_modules import argument_spec_of, compare, documentation_of, run_module
 
-from ansible.module_utils.pgdr import config_snapshot as cs
-from ansible.module_utils.pgdr.errors import DRError
-from ansible.module_utils.pgdr.s3 import S3Target
+from ansible_collections.pgdr.supabase.plugins.module_utils import config_snapshot as cs
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3Target
 
 KEY = "unit-test-hmac-key-0123456789"
 VALUES = {
@@ -163,8 +163,8 @@ class TestAwsStores:
 
 
 def test_module_documents_its_spec_and_hides_secrets():
-    spec, kwargs = argument_spec_of("pgdr_config_snapshot")
-    _, _, documented = documentation_of("pgdr_config_snapshot")
+    spec, kwargs = argument_spec_of("pgdr.supabase.config_snapshot")
+    _, _, documented = documentation_of("pgdr.supabase.config_snapshot")
     assert compare(spec, documented, "") == []
     assert kwargs.get("supports_check_mode") is True
     assert spec["hmac_key"].get("no_log") is True
@@ -179,6 +179,6 @@ def test_module_without_key_fails_before_reading(capsys, tmp_path):
         "s3": {"bucket": "dr", "endpoint_url": "http://127.0.0.1:1"},
         "stores": [{"store": {"type": "dotenv", "path": str(tmp_path / "x.env")}}],
     }
-    code, result = run_module("pgdr_config_snapshot", args, capsys)
+    code, result = run_module("pgdr.supabase.config_snapshot", args, capsys)
     assert code == 1
     assert "at least 16 characters" in result["msg"]

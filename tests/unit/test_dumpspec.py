@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible.module_utils.pgdr import dumpspec
+from ansible_collections.pgdr.supabase.plugins.module_utils import dumpspec
 
 # What pg_dumpall --roles-only prints on a Supabase project, with one application role and odd names.
 ROLES_DUMP = '''\

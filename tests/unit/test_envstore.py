@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible.module_utils.pgdr import envstore, promote
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import envstore, promote
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 REPO = Path(__file__).resolve().parents[2]
 OLD = "postgresql://postgres:Old-Secret-Pw-111@db.old.example:5432/postgres"
@@ -375,7 +375,9 @@ class TestPromote:
 
 
 def load_module(name):
-    spec = importlib.util.spec_from_file_location(f"_pgdr_test_{name}", REPO / "plugins" / "modules" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_pgdr_test_{name}", REPO / "plugins" / "modules" / f"{name.rsplit('.', 1)[-1]}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -391,19 +393,19 @@ def run_module(name, args, capsys, check_mode=False, diff=False):
 class TestModules:
     def test_pgdr_env_plan_diff_and_no_values(self, env_file, capsys):
         args = {"store": {"type": "dotenv", "path": str(env_file)}, "values": {"DATABASE_URL": NEW}}
-        rc, result = run_module("pgdr_env", args, capsys, check_mode=True, diff=True)
+        rc, result = run_module("pgdr.supabase.env", args, capsys, check_mode=True, diff=True)
         assert rc == 0 and result["changed"] and env_file.read_bytes() == ORIGINAL.encode()
         assert result["plan"] == [{"name": "DATABASE_URL", "action": "change"}]
         assert "db.new.example" in result["diff"]["after"]
         assert "Secret-Pw" not in json.dumps(result)
-        rc, result = run_module("pgdr_env", args, capsys)
+        rc, result = run_module("pgdr.supabase.env", args, capsys)
         assert rc == 0 and result["changed"] and "previous" not in result
-        rc, result = run_module("pgdr_env", args, capsys)
+        rc, result = run_module("pgdr.supabase.env", args, capsys)
         assert rc == 0 and not result["changed"]
 
     def test_pgdr_env_error_path(self, tmp_path, capsys):
         args = {"store": {"type": "dotenv", "path": str(tmp_path / "no" / "a.env")}, "values": {"DATABASE_URL": NEW}}
-        rc, result = run_module("pgdr_env", args, capsys)
+        rc, result = run_module("pgdr.supabase.env", args, capsys)
         assert rc == 1 and "does not exist" in result["msg"] and "Secret-Pw" not in json.dumps(result)
 
     def test_pgdr_promote_wrong_confirmation_tells_what_to_type(self, env_file, capsys):
@@ -414,21 +416,23 @@ class TestModules:
             "target_name": "sandbox-production",
             "confirm": "production",
         }
-        rc, result = run_module("pgdr_promote", args, capsys, check_mode=True)
+        rc, result = run_module("pgdr.supabase.promote", args, capsys, check_mode=True)
         assert rc == 1 and "-e promote_confirm=sandbox-production" in result["msg"]
-        rc, result = run_module("pgdr_promote", {**args, "action": "rollback"}, capsys)
+        rc, result = run_module("pgdr.supabase.promote", {**args, "action": "rollback"}, capsys)
         assert rc == 1 and "-e rollback_confirm=sandbox-production" in result["msg"]
         assert env_file.read_bytes() == ORIGINAL.encode()
 
     def test_pgdr_promote_then_rollback(self, env_file, capsys):
         base = {"store": {"type": "dotenv", "path": str(env_file)}, "target_name": "p", "confirm": "p"}
-        rc, result = run_module("pgdr_promote", {**base, "action": "promote", "values": {"A": "1"}}, capsys, diff=True)
+        rc, result = run_module(
+            "pgdr.supabase.promote", {**base, "action": "promote", "values": {"A": "1"}}, capsys, diff=True
+        )
         assert rc == 0 and result["changed"] and result["record"]["state"] == "promoted"
         assert "previous" not in result["record"]
-        rc, result = run_module("pgdr_promote", {**base, "action": "rollback"}, capsys)
+        rc, result = run_module("pgdr.supabase.promote", {**base, "action": "rollback"}, capsys)
         assert rc == 0 and result["changed"] and env_file.read_bytes() == ORIGINAL.encode()
 
-    @pytest.mark.parametrize("name", ["pgdr_env", "pgdr_promote"])
+    @pytest.mark.parametrize("name", ["pgdr.supabase.env", "pgdr.supabase.promote"])
     def test_documentation_matches_the_argument_spec(self, name):
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
         import subprocess

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible.module_utils.pgdr import pg
-from ansible.module_utils.pgdr.errors import DRError, redact
+from ansible_collections.pgdr.supabase.plugins.module_utils import pg
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 
 
 class TestRedact:

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from alert_receiver import Receiver, closed_port
 
-from ansible.module_utils.pgdr import catalog, freshness
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, freshness
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 DAY = 86400
 NOW = datetime(2026, 9, 12, 12, 0, tzinfo=UTC).timestamp()
@@ -149,9 +149,11 @@ def test_now_accepts_datetime_iso_and_seconds():
 def test_secondary_is_skipped_while_the_immutable_record_is_missing(monkeypatch):
     import sys
 
-    import ansible.module_utils.pgdr as package
+    import ansible_collections.pgdr.supabase.plugins.module_utils as package
 
-    monkeypatch.setitem(sys.modules, "ansible.module_utils.pgdr.immutable", None)  # import fails
+    monkeypatch.setitem(
+        sys.modules, "ansible_collections.pgdr.supabase.plugins.module_utils.immutable", None
+    )  # import fails
     monkeypatch.delattr(package, "immutable", raising=False)
     check = freshness.check_secondary(with_backups(("20260912T000000Z", NOW)), "pre", "production", 60, NOW)
     assert check["skipped"] is True and check["ok"] is True
@@ -190,9 +192,9 @@ def test_secondary_reads_the_secure_copy_record(monkeypatch, records, ok, newest
         return records.get(backup_id)
 
     fake.read_record = read_record
-    import ansible.module_utils.pgdr as package
+    import ansible_collections.pgdr.supabase.plugins.module_utils as package
 
-    monkeypatch.setitem(sys.modules, "ansible.module_utils.pgdr.immutable", fake)
+    monkeypatch.setitem(sys.modules, "ansible_collections.pgdr.supabase.plugins.module_utils.immutable", fake)
     monkeypatch.setattr(package, "immutable", fake, raising=False)
     target = with_backups(("20260911T000000Z", NOW - 10 * 3600), ("20260912T000000Z", NOW - 60))
     check = freshness.check_secondary(target, "pre", "production", 26 * 3600, NOW)

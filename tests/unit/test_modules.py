@@ -14,7 +14,7 @@ import yaml
 from ansible.module_utils.testing import patch_module_args
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = ("pgdr_logical_backup", "pgdr_backup_info")
+MODULES = ("pgdr.supabase.logical_backup", "pgdr.supabase.backup_info")
 PASSWORD = "Sup3r-Secret-Pw"
 S3_SECRET = "wJalrXUtnFEMI-K7MDENG"
 UNREACHABLE_S3 = {
@@ -33,7 +33,7 @@ def load(path, name):
 
 
 def load_module(name):
-    return load(REPO / "plugins" / "modules" / f"{name}.py", f"_pgdr_test_{name}")
+    return load(REPO / "plugins" / "modules" / f"{name.rsplit('.', 1)[-1]}.py", f"_pgdr_test_{name}")
 
 
 def run_module(name, args, capsys, check_mode=False):
@@ -67,7 +67,7 @@ class TestLogicalBackupModule:
     )
     @pytest.mark.parametrize("check_mode", [False, True])
     def test_unreachable_source_fails_naming_step_and_host_without_the_password(self, capsys, dsn, check_mode):
-        code, result = run_module("pgdr_logical_backup", backup_args(dsn=dsn), capsys, check_mode=check_mode)
+        code, result = run_module("pgdr.supabase.logical_backup", backup_args(dsn=dsn), capsys, check_mode=check_mode)
         assert code == 1
         assert result["failed"] is True
         msg = result["msg"]
@@ -80,7 +80,7 @@ class TestLogicalBackupModule:
         assert S3_SECRET not in json.dumps(result)
 
     def test_bad_window_choice_fails_before_connecting(self, capsys):
-        code, result = run_module("pgdr_logical_backup", backup_args(window="weekly"), capsys)
+        code, result = run_module("pgdr.supabase.logical_backup", backup_args(window="weekly"), capsys)
         assert code == 1
         assert "window" in result["msg"]
         assert "weekly" in result["msg"]
@@ -91,12 +91,12 @@ class TestLogicalBackupModule:
     def test_missing_bucket_fails(self, capsys):
         s3 = dict(UNREACHABLE_S3)
         del s3["bucket"]
-        code, result = run_module("pgdr_logical_backup", backup_args(s3=s3), capsys)
+        code, result = run_module("pgdr.supabase.logical_backup", backup_args(s3=s3), capsys)
         assert code == 1
         assert "bucket" in result["msg"]
 
     def test_unusable_source_name_fails_in_the_plan_step(self, capsys):
-        code, result = run_module("pgdr_logical_backup", backup_args(source="prod/eu"), capsys)
+        code, result = run_module("pgdr.supabase.logical_backup", backup_args(source="prod/eu"), capsys)
         assert code == 1
         assert result["error"]["step"] == "plan"
         assert "'prod/eu'" in result["msg"]
@@ -104,7 +104,9 @@ class TestLogicalBackupModule:
 
 class TestBackupInfoModule:
     def test_unreachable_endpoint_fails_naming_the_step_and_bucket(self, capsys):
-        code, result = run_module("pgdr_backup_info", {"source": "production", "s3": dict(UNREACHABLE_S3)}, capsys)
+        code, result = run_module(
+            "pgdr.supabase.backup_info", {"source": "production", "s3": dict(UNREACHABLE_S3)}, capsys
+        )
         assert code == 1
         assert result["error"]["step"] == "list backups"
         assert result["error"]["subject"] == "s3://dr-backups/"
@@ -141,7 +143,7 @@ def documentation_of(name):
     doc = yaml.safe_load(module.DOCUMENTATION)
     options = {}
     for fragment in doc.get("extends_documentation_fragment") or []:
-        path = REPO / "plugins" / "doc_fragments" / f"{fragment}.py"
+        path = REPO / "plugins" / "doc_fragments" / f"{fragment.rsplit('.', 1)[-1]}.py"
         frag = yaml.safe_load(load(path, f"_pgdr_test_fragment_{fragment}").ModuleDocFragment.DOCUMENTATION)
         options.update(frag["options"])
     # As in Ansible, the module's own options win over a fragment's.
@@ -179,7 +181,7 @@ def compare(spec, documented, where):
 class TestDocumentation:
     def test_documentation_examples_and_return_are_yaml(self, name):
         module, doc, _ = documentation_of(name)
-        assert doc["module"] == name
+        assert doc["module"] == name.rsplit(".", 1)[-1]
         assert doc["short_description"]
         assert doc["attributes"]["check_mode"]["support"] == "full"
         examples = yaml.safe_load(module.EXAMPLES)
@@ -211,8 +213,6 @@ class TestDocumentation:
         env = {
             **os.environ,
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_LIBRARY": str(REPO / "plugins" / "modules"),
-            "ANSIBLE_DOC_FRAGMENT_PLUGINS": str(REPO / "plugins" / "doc_fragments"),
         }
         out = subprocess.run(
             [str(Path(sys.executable).parent / "ansible-doc"), "--json", name],

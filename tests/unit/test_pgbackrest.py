@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ansible.module_utils.pgdr import pgbackrest as pb
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 SECRET = "s3-secret-abcdef"
 CIPHER = "cipher-pass-123456"

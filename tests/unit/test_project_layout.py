@@ -15,7 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ROLES = sorted(p for p in (REPO / "roles").iterdir() if p.is_dir())
-MODULES = sorted((REPO / "plugins" / "modules").glob("pgdr_*.py"))
+MODULES = sorted((REPO / "plugins" / "modules").glob("*.py"))
 PLAYBOOKS = [*sorted((REPO / "playbooks").glob("*.yml")), REPO / "backup.yml", REPO / "restore.yml"]
 ENV = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
 
@@ -49,7 +49,7 @@ def test_role_has_specs_readme_and_molecule(role):
 
 
 def test_every_module_reads_well_in_ansible_doc():
-    names = [p.stem for p in MODULES]
+    names = [f"pgdr.supabase.{p.stem}" for p in MODULES]
     out = subprocess.run(
         [BIN / "ansible-doc", "-t", "module", "--json", *names], capture_output=True, text=True, env=ENV, check=True
     ).stdout

@@ -7,8 +7,8 @@ import datetime as dt
 
 import pytest
 
-from ansible.module_utils.pgdr import catalog, immutable, retention
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, immutable, retention
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 

@@ -9,8 +9,8 @@ import threading
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from ansible.module_utils.pgdr import s3
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import s3
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 MiB = 1024 * 1024
 TB = 1000**4

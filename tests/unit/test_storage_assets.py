@@ -12,9 +12,9 @@ import pytest
 from moto import mock_aws
 from test_modules import argument_spec_of, compare, documentation_of, run_module
 
-from ansible.module_utils.pgdr import storage_assets as sa
-from ansible.module_utils.pgdr.errors import DRError
-from ansible.module_utils.pgdr.s3 import S3Target
+from ansible_collections.pgdr.supabase.plugins.module_utils import storage_assets as sa
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3Target
 
 MULTIPART_ETAG = "9b2cf535f27731c974343645a3985328-3"
 
@@ -205,7 +205,7 @@ class TestCopyAndRestore:
         assert "new-bucket" not in [b["Name"] for b in memory_s3.client.list_buckets()["Buckets"]]
 
 
-STORAGE_MODULES = ("pgdr_storage_backup", "pgdr_storage_restore")
+STORAGE_MODULES = ("pgdr.supabase.storage_backup", "pgdr.supabase.storage_restore")
 
 
 @pytest.mark.parametrize("name", STORAGE_MODULES)
@@ -228,7 +228,7 @@ def test_backup_module_fails_on_unreachable_endpoint_without_secrets(capsys):
         "storage": {"endpoint_url": "http://127.0.0.1:1", "access_key": "AKIAX", "secret_key": secret},
         "s3": {"bucket": "dr", "endpoint_url": "http://127.0.0.1:1", "access_key": "AKIAX", "secret_key": secret},
     }
-    code, result = run_module("pgdr_storage_backup", {**args, "_ansible_remote_tmp": "/tmp"}, capsys)
+    code, result = run_module("pgdr.supabase.storage_backup", {**args, "_ansible_remote_tmp": "/tmp"}, capsys)
     assert code == 1
     assert "cannot reach the S3 endpoint" in result["msg"] or "check backup bucket" in result["msg"]
     assert secret not in json.dumps(result)

@@ -15,14 +15,18 @@ import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
 
-from ansible.module_utils.pgdr import supabase_api as sa
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import supabase_api as sa
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "sbp_" + "0123456789abcdef" * 2 + "01234567"
 OAUTH_TOKEN = "sbp_oauth_" + "a" * 40
 REF = "abcdefghijklmnopqrst"
-MODULES = ("pgdr_supabase_project_info", "pgdr_supabase_backups_info", "pgdr_supabase_pitr_restore")
+MODULES = (
+    "pgdr.supabase.supabase_project_info",
+    "pgdr.supabase.supabase_backups_info",
+    "pgdr.supabase.supabase_pitr_restore",
+)
 
 # -- the documented facts, written out here and not taken from the engine or the stand-in --------------------------
 SPEC_TOKEN = re.compile(r"^sbp_(oauth_)?[a-f0-9]{40}$")
@@ -598,7 +602,9 @@ class TestWaitFor:
 
 
 def load_module(name):
-    spec = importlib.util.spec_from_file_location(f"_pgdr_sb_{name}", REPO / "plugins" / "modules" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_pgdr_sb_{name}", REPO / "plugins" / "modules" / f"{name.rsplit('.', 1)[-1]}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -635,7 +641,7 @@ def documented_options(doc):
     """The module's options with its doc fragments' merged in (the module's own win, as in Ansible)."""
     options = {}
     for fragment in doc.get("extends_documentation_fragment") or []:
-        path = Path(__file__).resolve().parents[2] / "plugins" / "doc_fragments" / f"{fragment}.py"
+        path = Path(__file__).resolve().parents[2] / "plugins" / "doc_fragments" / f"{fragment.rsplit('.', 1)[-1]}.py"
         spec = importlib.util.spec_from_file_location(f"_pgdr_fragment_{fragment}", path)
         loaded = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(loaded)
@@ -674,7 +680,7 @@ class TestModules:
         }
         if confirm is not None:
             args["confirm"] = confirm
-        code, result = run_module("pgdr_supabase_pitr_restore", args, capsys, check_mode=check_mode)
+        code, result = run_module("pgdr.supabase.supabase_pitr_restore", args, capsys, check_mode=check_mode)
         assert code == 1
         assert result["error"]["step"] == "confirm restore"
         assert f"-e confirm={REF}" in result["msg"]
@@ -682,7 +688,7 @@ class TestModules:
 
     def test_restore_with_a_bad_target_fails_before_the_confirmation(self, capsys):
         args = {"token": TOKEN, "project_ref": REF, "target_time": "2026-11-28 10:00", "confirm": REF}
-        code, result = run_module("pgdr_supabase_pitr_restore", args, capsys)
+        code, result = run_module("pgdr.supabase.supabase_pitr_restore", args, capsys)
         assert code == 1
         assert result["error"]["step"] == "check target time"
 
@@ -690,7 +696,7 @@ class TestModules:
     def test_malformed_token_fails_without_showing_it(self, capsys, name):
         token = "sbp_" + "Z" * 40
         args = {"token": token, "project_ref": REF, "api_url": "http://127.0.0.1:1"}
-        if name == "pgdr_supabase_pitr_restore":
+        if name == "pgdr.supabase.supabase_pitr_restore":
             args.update(target_time="1795859910", confirm=REF)
         code, result = run_module(name, args, capsys)
         assert code == 1
@@ -701,7 +707,7 @@ class TestModules:
     def test_unreachable_api_fails_naming_the_url(self, capsys, name, monkeypatch):
         monkeypatch.setattr(sa.time, "sleep", lambda s: None)
         args = {"token": TOKEN, "project_ref": REF, "api_url": "http://127.0.0.1:1", "timeout": 1}
-        if name == "pgdr_supabase_pitr_restore":
+        if name == "pgdr.supabase.supabase_pitr_restore":
             args.update(target_time=str(int((datetime.now(UTC) - timedelta(hours=1)).timestamp())), confirm=REF)
         code, result = run_module(name, args, capsys)
         assert code == 1

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible.module_utils.pgdr import smoke, verify
-from ansible.module_utils.pgdr.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils import smoke, verify
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKS = REPO / "roles" / "smoke_tests" / "files" / "checks"
@@ -140,7 +140,7 @@ def test_schema_check_passes_on_equal_objects():
 
 
 def test_schema_check_falls_back_to_the_fingerprint_and_says_how_to_name_objects():
-    from ansible.module_utils.pgdr import pg
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pg
 
     good = verify.check_schema(dict(OBJECTS), {"fingerprint": pg.fingerprint(OBJECTS)})
     assert good["ok"]
@@ -465,7 +465,9 @@ def test_http_check_fails_when_nothing_answers_and_refuses_other_schemes():
 
 
 def run_module(name, args, capsys, check_mode=False):
-    spec = importlib.util.spec_from_file_location(f"_pgdr_test_{name}", REPO / "plugins" / "modules" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_pgdr_test_{name}", REPO / "plugins" / "modules" / f"{name.rsplit('.', 1)[-1]}.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if check_mode:
@@ -482,7 +484,10 @@ MANIFEST = {"manifest_version": 1, "migrations": {"versions": []}, "schema": {"f
 def test_verify_module_names_a_missing_migrations_folder_before_connecting(capsys, tmp_path, check_mode):
     missing = str(tmp_path / "supabase" / "migrations")
     rc, result = run_module(
-        "pgdr_verify_restore", {"dsn": DSN, "manifest": MANIFEST, "migrations_dir": missing}, capsys, check_mode
+        "pgdr.supabase.verify_restore",
+        {"dsn": DSN, "manifest": MANIFEST, "migrations_dir": missing},
+        capsys,
+        check_mode,
     )
     assert rc == 1
     assert missing in result["msg"]
@@ -491,7 +496,7 @@ def test_verify_module_names_a_missing_migrations_folder_before_connecting(capsy
 
 @pytest.mark.parametrize("check_mode", [False, True])
 def test_verify_module_unreachable_database_fails_without_the_password(capsys, check_mode):
-    rc, result = run_module("pgdr_verify_restore", {"dsn": DSN, "manifest": MANIFEST}, capsys, check_mode)
+    rc, result = run_module("pgdr.supabase.verify_restore", {"dsn": DSN, "manifest": MANIFEST}, capsys, check_mode)
     assert rc == 1
     assert "cannot reach the database server" in result["msg"]
     assert "127.0.0.1:1/postgres" in result["msg"]
@@ -499,33 +504,37 @@ def test_verify_module_unreachable_database_fails_without_the_password(capsys, c
 
 
 def test_verify_module_needs_exactly_one_manifest_source(capsys):
-    rc, result = run_module("pgdr_verify_restore", {"dsn": DSN}, capsys)
+    rc, result = run_module("pgdr.supabase.verify_restore", {"dsn": DSN}, capsys)
     assert rc == 1
     assert "one of the following is required: manifest, manifest_key" in result["msg"]
-    rc, result = run_module("pgdr_verify_restore", {"dsn": DSN, "manifest_key": "k.json"}, capsys)
+    rc, result = run_module("pgdr.supabase.verify_restore", {"dsn": DSN, "manifest_key": "k.json"}, capsys)
     assert rc == 1
     assert "s3" in result["msg"]
-    rc, result = run_module("pgdr_verify_restore", {"dsn": DSN, "manifest": MANIFEST, "manifest_key": "k.json"}, capsys)
+    rc, result = run_module(
+        "pgdr.supabase.verify_restore", {"dsn": DSN, "manifest": MANIFEST, "manifest_key": "k.json"}, capsys
+    )
     assert rc == 1
     assert "mutually exclusive" in result["msg"]
 
 
 def test_verify_module_refuses_something_that_is_not_a_manifest(capsys):
-    rc, result = run_module("pgdr_verify_restore", {"dsn": DSN, "manifest": {"objects": []}}, capsys)
+    rc, result = run_module("pgdr.supabase.verify_restore", {"dsn": DSN, "manifest": {"objects": []}}, capsys)
     assert rc == 1
     assert "not a backup manifest" in result["msg"]
 
 
 def test_smoke_module_names_a_bad_check_file_before_connecting(capsys, tmp_path):
     bad = write(tmp_path, "broken.sql", "select 1")
-    rc, result = run_module("pgdr_smoke", {"dsn": DSN, "checks_dirs": [str(tmp_path)]}, capsys, check_mode=True)
+    rc, result = run_module(
+        "pgdr.supabase.smoke", {"dsn": DSN, "checks_dirs": [str(tmp_path)]}, capsys, check_mode=True
+    )
     assert rc == 1
     assert str(bad) in result["msg"]
     assert "expect" in result["msg"]
 
 
 def test_smoke_module_unreachable_database_fails_without_the_password(capsys):
-    rc, result = run_module("pgdr_smoke", {"dsn": DSN, "checks_dirs": [str(CHECKS)]}, capsys)
+    rc, result = run_module("pgdr.supabase.smoke", {"dsn": DSN, "checks_dirs": [str(CHECKS)]}, capsys)
     assert rc == 1
     assert "cannot reach the database server" in result["msg"]
     assert PASSWORD not in json.dumps(result)
@@ -533,7 +542,7 @@ def test_smoke_module_unreachable_database_fails_without_the_password(capsys):
 
 def test_smoke_module_without_sql_checks_runs_the_command_and_fails_naming_it(capsys):
     rc, result = run_module(
-        "pgdr_smoke", {"dsn": DSN, "command": [sys.executable, "-c", "raise SystemExit(2)"]}, capsys
+        "pgdr.supabase.smoke", {"dsn": DSN, "command": [sys.executable, "-c", "raise SystemExit(2)"]}, capsys
     )
     assert rc == 1
     assert result["failed_checks"] == ["command"]
@@ -541,7 +550,7 @@ def test_smoke_module_without_sql_checks_runs_the_command_and_fails_naming_it(ca
     assert "command:" in result["msg"]
 
 
-@pytest.mark.parametrize("name", ["pgdr_verify_restore", "pgdr_smoke"])
+@pytest.mark.parametrize("name", ["pgdr.supabase.verify_restore", "pgdr.supabase.smoke"])
 def test_dsn_is_no_log(name):
-    text = (REPO / "plugins" / "modules" / f"{name}.py").read_text()
+    text = (REPO / "plugins" / "modules" / f"{name.rsplit('.', 1)[-1]}.py").read_text()
     assert '"dsn": {"type": "str", "required": True, "no_log": True}' in text

@@ -1,0 +1,511 @@
+"""Reporting a run's outcome to the configured sinks: a chat webhook, a dead-man's switch, a Prometheus textfile.
+
+An event is what happened: a backup run that starts, succeeds or fails, or a freshness check that finds every
+backup fresh or one of them stale. Each sink gets the events it cares about and answers with a delivery record
+(delivered, skipped, or failed with the reason). A sink never raises: an unreachable or misconfigured sink must not
+mask the outcome it reports, so the caller reads the records and reports delivery failures on their own.
+
+Sinks (a list of dicts, as the modules take them):
+
+- ``webhook``: Slack-compatible incoming webhook, JSON ``{"text": ..., "attachments": [{"color", "fields"}]}`` by
+  POST. Sends the events in ``on`` (default: ``failed`` and ``stale``; add ``success`` for a message on every run).
+- ``healthchecks``: a dead-man's switch in the healthchecks.io style: ``<url>/start`` when a run starts, ``<url>``
+  on success (or fresh), ``<url>/fail`` on failure (or stale), with a short log as the POST body. The service
+  alerts by itself when the pings stop coming, which covers the runs that never report at all.
+- ``prometheus_textfile``: writes ``<dir>/pgdr_backup_<source>.prom`` atomically for node_exporter's textfile
+  collector, after each backup run (``success`` or ``failed``); the folder is made when missing.
+  ``pgdr_backup_failures_total`` is a counter kept across runs by reading the previous file; the last success's
+  timestamp, duration and size survive failures.
+
+Every HTTP send has a timeout and a small retry (network errors, 429 and 5xx; never other 4xx). Sink URLs carry
+tokens: they are secrets, shown only as ``scheme://host/…``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
+
+SINK_TYPES = ("webhook", "healthchecks", "prometheus_textfile")
+EVENTS = ("start", "success", "failed", "fresh", "stale")
+FAILURE_EVENTS = ("failed", "stale")
+DEFAULT_WEBHOOK_EVENTS = ("failed", "stale")
+DEFAULT_TIMEOUT = 10
+DEFAULT_RETRIES = 2
+USER_AGENT = "pgdr/0.1.0"
+# healthchecks.io keeps the first 100 kB of a ping body; a short log is enough.
+PING_BODY_LIMIT = 10_000
+TEXTFILE_NAME = "pgdr_backup_{source}.prom"
+
+METRICS = (
+    ("pgdr_backup_last_success_timestamp_seconds", "gauge", "Unix time the last successful backup finished."),
+    ("pgdr_backup_last_duration_seconds", "gauge", "Duration of the last successful backup, in seconds."),
+    ("pgdr_backup_last_size_bytes", "gauge", "Stored size of the last successful backup, in bytes."),
+    ("pgdr_backup_failures_total", "counter", "Backup runs that failed, since the metrics file was first written."),
+    ("pgdr_backup_last_run_timestamp_seconds", "gauge", "Unix time the last backup run ended, successful or not."),
+    ("pgdr_backup_last_run_success", "gauge", "1 if the last backup run succeeded, 0 if it failed."),
+)
+_SAMPLE = re.compile(r'^(?P<name>[a-z_]+)\{source="(?P<source>(?:[^"\\]|\\.)*)"\}\s+(?P<value>\S+)\s*$')
+
+
+# -- secrets ------------------------------------------------------------------------------------------------------
+
+
+def mask_url(url):
+    """``https://hooks.example.com/…``: the scheme and host (with port) only; path, query and user info hidden."""
+    try:
+        parts = urllib.parse.urlsplit(str(url or ""))
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+    except ValueError:
+        return "<invalid url>"
+    if not parts.scheme or not host:
+        return "<invalid url>"
+    return f"{parts.scheme}://{host}/…"
+
+
+def url_secrets(url):
+    """The secret pieces of a sink URL (the whole URL, its path segments, query and user info) to scrub."""
+    if not url:
+        return []
+    parts = urllib.parse.urlsplit(str(url))
+    pieces = [str(url), parts.path, parts.query, parts.username, parts.password]
+    pieces += [seg for seg in parts.path.split("/") if len(seg) >= 8]
+    return [p for p in pieces if p and p != "/"]
+
+
+def sink_secrets(sinks):
+    found = []
+    for sink in sinks or []:
+        found += url_secrets(sink.get("url"))
+    return found
+
+
+# -- events -------------------------------------------------------------------------------------------------------
+
+
+def _iso_to_unix(value):
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def backup_event(outcome, source, result=None, environment=None, now=None):
+    """The event of a backup run from the backup module's result (a dict) or an error message (a string).
+
+    Only the fields needed for a report are taken from the result: never its arguments or anything secret.
+    """
+    if outcome not in ("start", "success", "failed"):
+        raise DRError(f"unknown backup outcome {outcome!r}", step="report outcome", hint="use start, success or failed")
+    now = time.time() if now is None else now
+    event = {
+        "kind": "backup",
+        "outcome": outcome,
+        "source": source,
+        "environment": environment,
+        "at": now,
+        "backup_id": None,
+        "message": None,
+        "duration_s": None,
+        "size_bytes": None,
+        "finished_at": None,
+        "taken_now": None,
+    }
+    if isinstance(result, dict):
+        summary = result.get("summary") or {}
+        manifest = result.get("manifest") or {}
+        event["backup_id"] = result.get("backup_id") or summary.get("backup_id")
+        event["duration_s"] = summary.get("duration_s", manifest.get("duration_s"))
+        event["size_bytes"] = summary.get("size")
+        event["finished_at"] = _iso_to_unix(summary.get("finished_at") or manifest.get("finished_at"))
+        event["taken_now"] = result.get("changed")
+        message = result.get("msg")
+        error = result.get("error")
+        if outcome == "failed" and isinstance(error, dict) and error.get("message"):
+            message = error["message"]
+        event["message"] = str(message) if message else None
+    elif result:
+        event["message"] = str(result)
+    if outcome == "failed" and not event["message"]:
+        event["message"] = "the backup failed (no error message was given)"
+    return event
+
+
+def freshness_event(source, checks, environment=None, now=None):
+    """The event of a freshness check: ``stale`` when any check is not ok, else ``fresh``."""
+    failing = [c for c in checks if not c.get("ok")]
+    if failing:
+        message = "; ".join(f"{c['name']}: {c.get('details') or 'not fresh'}" for c in failing)
+    else:
+        message = "; ".join(f"{c['name']}: ok" for c in checks) or "no checks configured"
+    return {
+        "kind": "freshness",
+        "outcome": "stale" if failing else "fresh",
+        "source": source,
+        "environment": environment,
+        "at": time.time() if now is None else now,
+        "message": message,
+        "checks": [{k: c.get(k) for k in ("name", "ok", "skipped", "age_s", "threshold_s", "details")} for c in checks],
+        "failing": [c["name"] for c in failing],
+    }
+
+
+def _human_age(seconds):
+    if seconds is None:
+        return "never"
+    seconds = float(seconds)
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} d"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
+def headline(event):
+    """One line saying what happened, for chat messages and ping bodies."""
+    where = f"{event['source']}" + (f" ({event['environment']})" if event.get("environment") else "")
+    outcome = event["outcome"]
+    if event["kind"] == "backup":
+        if outcome == "start":
+            return f"pgdr backup of {where} started"
+        if outcome == "success":
+            return f"pgdr backup of {where} succeeded: {event.get('backup_id') or '?'}"
+        return f"pgdr backup of {where} FAILED: {event.get('message')}"
+    if outcome == "stale":
+        return f"pgdr monitor: backups of {where} are STALE: {event.get('message')}"
+    return f"pgdr monitor: backups of {where} are fresh"
+
+
+def text_log(event):
+    """A short plain-text log of the event (the healthchecks ping body)."""
+    lines = [headline(event)]
+    if event["kind"] == "backup":
+        for key in ("backup_id", "duration_s", "size_bytes", "message"):
+            if event.get(key) is not None:
+                lines.append(f"{key}: {event[key]}")
+    else:
+        for check in event.get("checks", []):
+            state = "skipped" if check.get("skipped") else ("ok" if check.get("ok") else "STALE")
+            lines.append(
+                f"{check['name']}: {state}, age {_human_age(check.get('age_s'))}, "
+                f"threshold {_human_age(check.get('threshold_s'))}: {check.get('details')}"
+            )
+    return "\n".join(lines)[:PING_BODY_LIMIT]
+
+
+def webhook_payload(event):
+    """Slack-compatible JSON: ``text`` plus one attachment with the structured fields."""
+    failed = event["outcome"] in FAILURE_EVENTS
+    fields = [{"title": "source", "value": str(event["source"]), "short": True}]
+    if event.get("environment"):
+        fields.append({"title": "environment", "value": str(event["environment"]), "short": True})
+    fields.append({"title": "outcome", "value": event["outcome"], "short": True})
+    if event["kind"] == "backup":
+        for key in ("backup_id", "duration_s", "size_bytes"):
+            if event.get(key) is not None:
+                fields.append({"title": key, "value": str(event[key]), "short": True})
+        if event.get("message"):
+            fields.append({"title": "message", "value": event["message"][:1500], "short": False})
+    else:
+        for check in event.get("checks", []):
+            state = "skipped" if check.get("skipped") else ("ok" if check.get("ok") else "STALE")
+            fields.append(
+                {
+                    "title": f"{check['name']} ({state})",
+                    "value": f"age {_human_age(check.get('age_s'))} / threshold {_human_age(check.get('threshold_s'))}"
+                    f": {check.get('details')}"[:1500],
+                    "short": False,
+                }
+            )
+    return {
+        "text": headline(event)[:3000],
+        "attachments": [{"color": "danger" if failed else "good", "fallback": headline(event)[:300], "fields": fields}],
+    }
+
+
+def healthchecks_url(base, outcome):
+    base = str(base).rstrip("/")
+    if outcome == "start":
+        return base + "/start"
+    if outcome in FAILURE_EVENTS:
+        return base + "/fail"
+    return base
+
+
+# -- HTTP ---------------------------------------------------------------------------------------------------------
+
+
+def http_send(url, data, content_type, timeout=DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES, sleep=time.sleep):
+    """POST data to url with a timeout; retry network errors, 429 and 5xx. Returns (status, attempts, error).
+
+    ``error`` is None on a 2xx answer; otherwise a message with the URL masked and its secret pieces scrubbed.
+    """
+    secrets = url_secrets(url)
+    masked = mask_url(url)
+    parts = urllib.parse.urlsplit(str(url))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None, 0, f"not an http(s) URL ({masked})"
+    attempts = 0
+    status = None
+    error = None
+    for attempt in range(retries + 1):
+        attempts = attempt + 1
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+            url, data=data, method="POST", headers={"Content-Type": content_type, "User-Agent": USER_AGENT}
+        )
+        retry = False
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                status = response.status
+                response.read(1024)
+            return status, attempts, None
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+            body = exc.read(300).decode("utf-8", "replace").strip()
+            error = f"{masked} answered HTTP {exc.code}" + (f": {body}" if body else "")
+            retry = exc.code == 429 or exc.code >= 500
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            error = f"cannot reach {masked}: {reason}"
+            retry = True
+        if not retry or attempt == retries:
+            break
+        sleep(min(0.5 * 2**attempt, 4.0))
+    return status, attempts, redact(error, secrets)
+
+
+# -- the Prometheus textfile --------------------------------------------------------------------------------------
+
+
+def textfile_path(directory, source):
+    return os.path.join(directory, TEXTFILE_NAME.format(source=re.sub(r"[^A-Za-z0-9_.-]", "_", source)))
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def read_textfile(path, source):
+    """The samples of source in an earlier metrics file: {metric name: float}. A missing file reads as empty."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise DRError(f"cannot read the metrics file: {exc}", step="read metrics", subject=path) from None
+    values = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line.strip())
+        if match and match["source"] == _label(source):
+            try:
+                values[match["name"]] = float(match["value"])
+            except ValueError:
+                continue
+    return values
+
+
+def _number(value):
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(round(value, 3))
+
+
+def metrics_for(event, previous):
+    """The metric values after this run, from the previous file's values and the event."""
+    values = dict(previous)
+    success = event["outcome"] == "success"
+    values.setdefault("pgdr_backup_failures_total", 0.0)
+    if success:
+        values["pgdr_backup_last_success_timestamp_seconds"] = event.get("finished_at") or event["at"]
+        if event.get("duration_s") is not None:
+            values["pgdr_backup_last_duration_seconds"] = float(event["duration_s"])
+        if event.get("size_bytes") is not None:
+            values["pgdr_backup_last_size_bytes"] = float(event["size_bytes"])
+    else:
+        values["pgdr_backup_failures_total"] += 1
+    values["pgdr_backup_last_run_timestamp_seconds"] = event["at"]
+    values["pgdr_backup_last_run_success"] = 1.0 if success else 0.0
+    return values
+
+
+def render_textfile(source, values):
+    """The exposition text: # HELP and # TYPE for each metric with a value, one sample each."""
+    lines = []
+    for name, kind, help_text in METRICS:
+        if name not in values:
+            continue
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        lines.append(f'{name}{{source="{_label(source)}"}} {_number(values[name])}')
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path, text, mode=0o644):
+    """Write text to path through a temporary file in the same folder and a rename: readers see old or new."""
+    directory = os.path.dirname(path) or "."
+    handle, tmp = tempfile.mkstemp(prefix=".pgdr-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# -- the sinks ----------------------------------------------------------------------------------------------------
+
+
+def check_sink(sink):
+    """Raise a DRError for a sink that cannot work as configured (named, secrets masked)."""
+    kind = sink.get("type")
+    label = sink.get("name") or kind
+    if kind not in SINK_TYPES:
+        raise DRError(f"unknown sink type {kind!r}", step="check sinks", subject=label, hint=", ".join(SINK_TYPES))
+    if kind in ("webhook", "healthchecks"):
+        url = sink.get("url")
+        parts = urllib.parse.urlsplit(str(url or ""))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise DRError(
+                f"sink {label} needs an http(s) url",
+                step="check sinks",
+                subject=mask_url(url) if url else "no url",
+                hint="set its url (from the vault)",
+            )
+    if kind == "prometheus_textfile" and not sink.get("dir"):
+        raise DRError(
+            f"sink {label} needs dir",
+            step="check sinks",
+            hint="the node_exporter textfile collector's folder",
+        )
+    for outcome in sink.get("on") or []:
+        if outcome not in EVENTS:
+            raise DRError(
+                f"sink {label}: unknown event {outcome!r} in 'on'", step="check sinks", hint=", ".join(EVENTS)
+            )
+
+
+def _wants(sink, event):
+    kind = sink["type"]
+    outcome = event["outcome"]
+    if kind == "webhook":
+        return outcome in (sink.get("on") or DEFAULT_WEBHOOK_EVENTS)
+    if kind == "healthchecks":
+        return outcome in (sink.get("on") or EVENTS)
+    # The textfile describes backup runs; freshness is read from it by Prometheus itself.
+    return event["kind"] == "backup" and outcome in (sink.get("on") or ("success", "failed"))
+
+
+def describe_sink(sink):
+    kind = sink.get("type")
+    if kind == "prometheus_textfile":
+        return sink.get("dir") or "?"
+    return mask_url(sink.get("url"))
+
+
+def deliver(sinks, event, check_mode=False, sleep=time.sleep):
+    """Send event to every sink that wants it. Returns one record per sink; never raises for a sink's failure.
+
+    A record: ``sink`` (name), ``type``, ``target`` (masked), ``event``, ``action`` (what is or would be done),
+    ``delivered``, ``skipped``, ``attempts``, ``status``, ``error``. In check mode nothing is sent or written.
+    """
+    records = []
+    for index, given in enumerate(sinks or []):
+        sink = dict(given)
+        record = {
+            "sink": sink.get("name") or f"{sink.get('type')}[{index}]",
+            "type": sink.get("type"),
+            "target": describe_sink(sink),
+            "event": event["outcome"],
+            "action": None,
+            "delivered": False,
+            "skipped": False,
+            "attempts": 0,
+            "status": None,
+            "error": None,
+        }
+        records.append(record)
+        try:
+            check_sink(sink)
+        except DRError as exc:
+            record["error"] = redact(str(exc), url_secrets(sink.get("url")))
+            continue
+        if not _wants(sink, event):
+            record["skipped"] = True
+            record["action"] = f"nothing: {sink['type']} does not take {event['outcome']} events"
+            continue
+        timeout = sink.get("timeout") or DEFAULT_TIMEOUT
+        retries = DEFAULT_RETRIES if sink.get("retries") is None else sink["retries"]
+        try:
+            if sink["type"] == "webhook":
+                record["action"] = f"POST a chat message to {record['target']}: {headline(event)[:200]}"
+                data = json.dumps(webhook_payload(event)).encode()
+                if not check_mode:
+                    status, attempts, error = http_send(
+                        sink["url"], data, "application/json", timeout=timeout, retries=retries, sleep=sleep
+                    )
+                    record.update(status=status, attempts=attempts, error=error, delivered=error is None)
+            elif sink["type"] == "healthchecks":
+                url = healthchecks_url(sink["url"], event["outcome"])
+                suffix = url[len(str(sink["url"]).rstrip("/")) :]
+                record["action"] = f"ping {record['target']} {suffix or '(success)'}"
+                if not check_mode:
+                    status, attempts, error = http_send(
+                        url,
+                        text_log(event).encode(),
+                        "text/plain; charset=utf-8",
+                        timeout=timeout,
+                        retries=retries,
+                        sleep=sleep,
+                    )
+                    record.update(status=status, attempts=attempts, error=error, delivered=error is None)
+            else:
+                path = textfile_path(sink["dir"], event["source"])
+                values = metrics_for(event, read_textfile(path, event["source"]))
+                text = render_textfile(event["source"], values)
+                record["target"] = path
+                record["action"] = f"write {path}"
+                record["metrics"] = values
+                if not check_mode:
+                    try:
+                        os.makedirs(sink["dir"], mode=0o755, exist_ok=True)
+                        write_atomically(path, text)
+                    except OSError as exc:
+                        raise DRError(
+                            f"cannot write the metrics file: {exc}",
+                            step="write metrics",
+                            subject=path,
+                            hint="make dir a writable folder (the node_exporter textfile collector's)",
+                        ) from None
+                    record.update(delivered=True, attempts=1)
+        except DRError as exc:
+            record["error"] = str(exc)
+        except Exception as exc:  # a sink never masks the outcome it reports
+            record["error"] = redact(f"{type(exc).__name__}: {exc}", url_secrets(sink.get("url")))
+    return records
+
+
+def delivery_summary(records):
+    """(failed records, one line naming each failed sink and why)."""
+    failed = [r for r in records if r["error"]]
+    line = "; ".join(f"{r['sink']} ({r['target']}): {r['error']}" for r in failed)
+    return failed, line

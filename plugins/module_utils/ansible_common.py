@@ -1,0 +1,116 @@
+"""What the pgdr modules share: argument specs (S3, the backup set, pgBackRest, the check command), the way
+the check modules exit, and the one error path."""
+
+from __future__ import annotations
+
+import traceback
+
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
+
+S3_ARGUMENT_SPEC = {
+    "bucket": {"type": "str", "required": True},
+    "endpoint_url": {"type": "str"},
+    "region": {"type": "str", "default": "us-east-1"},
+    "access_key": {"type": "str", "no_log": True},
+    "secret_key": {"type": "str", "no_log": True},
+    "session_token": {"type": "str", "no_log": True},
+    "ca_bundle": {"type": "path"},
+    "validate_certs": {"type": "bool", "default": True},
+    "checksums": {"type": "str", "default": "when_required", "choices": ["when_required", "when_supported"]},
+    "sse": {
+        "type": "dict",
+        "options": {
+            "algorithm": {"type": "str", "choices": ["AES256", "aws:kms"]},
+            "kms_key_id": {"type": "str"},
+        },
+    },
+}
+
+
+def s3_spec(**overrides):
+    """The S3 options as one nested dict option named ``s3``."""
+    options = dict(S3_ARGUMENT_SPEC)
+    options.update(overrides)
+    return {"type": "dict", "required": True, "options": options}
+
+
+def backup_set_spec():
+    """Where a source's backups live: the bucket (``s3``), the key prefix and the source's name in the keys."""
+    return {
+        "source": {"type": "str", "required": True},
+        "s3": s3_spec(),
+        "prefix": {"type": "str", "default": "backups"},
+    }
+
+
+def pgbackrest_config_spec():
+    """The stanza and the configuration file written by pgdr.supabase.pgbackrest_stanza, for the modules that only
+    run pgBackRest."""
+    return {
+        "stanza": {"type": "str", "required": True},
+        "config_file": {"type": "path", "required": True},
+    }
+
+
+def check_command_spec():
+    """A team's own check command, run after the built-in checks (pgdr.supabase.smoke, pgdr.supabase.verify_restore)."""
+    return {
+        "command": {"type": "list", "elements": "str", "default": []},
+        "command_cwd": {"type": "path"},
+        "command_timeout": {"type": "int", "default": 600},
+    }
+
+
+def exit_checks_skipped(module, would_run, nothing_to):
+    """Check mode before the restore made the database: no check can run; say which ones a real run would make."""
+    module.exit_json(
+        changed=False,
+        ok=True,
+        checks=[],
+        failed_checks=[],
+        would_run=would_run,
+        skipped_reason=f"the database does not exist yet (the restore was only planned); nothing to {nothing_to}",
+        msg="check mode: the database does not exist yet; the checks would run after a real restore",
+    )
+
+
+def exit_checks(module, result):
+    """End a check module: fail naming the failed checks, else exit; the per-check results are returned either way."""
+    failed = result.pop("failed")
+    if failed:
+        module.fail_json(changed=False, failed_checks=failed, **result)
+    module.exit_json(changed=False, failed_checks=failed, **result)
+
+
+def s3_target(params):
+    from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3Target
+
+    return S3Target(
+        params["bucket"],
+        endpoint_url=params.get("endpoint_url"),
+        region=params.get("region") or "us-east-1",
+        access_key=params.get("access_key"),
+        secret_key=params.get("secret_key"),
+        session_token=params.get("session_token"),
+        ca_bundle=params.get("ca_bundle"),
+        validate_certs=params.get("validate_certs", True),
+        checksums=params.get("checksums") or "when_required",
+    )
+
+
+def secrets_of(module):
+    """Every secret value the module was given: the values of all no_log options, nested ones included."""
+    return sorted((str(v) for v in getattr(module, "no_log_values", ()) if v), key=len, reverse=True)
+
+
+def fail(module, exc):
+    """The one error path: a DRError becomes a failure with its step, subject and hint; anything else
+    becomes a failure with the exception's text and a redacted traceback."""
+    secrets = secrets_of(module)
+    if isinstance(exc, DRError):
+        details = exc.to_dict()
+        module.fail_json(msg=redact(str(exc), secrets), error={k: redact(v, secrets) for k, v in details.items()})
+    module.fail_json(
+        msg=redact(f"unexpected error: {exc}", secrets),
+        exception=redact(traceback.format_exc(), secrets),
+    )

@@ -1,0 +1,160 @@
+"""The backup set's layout in the bucket, backup ids, manifests, and the listing built from them.
+
+Layout: ``<prefix>/<source>/logical/<backup_id>/{manifest.json, <object files>}``. A backup id is a sortable
+UTC timestamp (``20261128T000000Z``), truncated to the schedule window so that a second run inside the
+same window finds the backup already taken. The manifest is written last, only if absent: it is the
+commit point. A folder without a manifest is an incomplete backup, never offered for restore.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+BACKUP_ID_FORMAT = "%Y%m%dT%H%M%SZ"
+BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
+WINDOWS = ("daily", "hourly", "every_run")
+SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def utcnow():
+    return dt.datetime.now(dt.UTC)
+
+
+def isoformat(moment):
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def append_progress(path, text):
+    """One timestamped line in a progress file an operator follows with tail -f (nothing when path is empty)."""
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{isoformat(utcnow())} {text}\n")
+
+
+def backup_id_for(moment, window):
+    """The id of the backup that covers moment under the schedule window."""
+    moment = moment.astimezone(dt.UTC)
+    if window == "daily":
+        moment = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    elif window == "hourly":
+        moment = moment.replace(minute=0, second=0, microsecond=0)
+    elif window != "every_run":
+        raise DRError(f"unknown backup window {window!r}; expected one of {', '.join(WINDOWS)}", step="plan")
+    return moment.strftime(BACKUP_ID_FORMAT)
+
+
+def parse_backup_id(backup_id):
+    if not BACKUP_ID_RE.fullmatch(backup_id or ""):
+        raise DRError(
+            f"{backup_id!r} is not a backup id (expected a UTC timestamp like 20261128T000000Z)",
+            step="select backup",
+            hint="list the backups with playbooks/list_backups.yml",
+        )
+    try:
+        return dt.datetime.strptime(backup_id, BACKUP_ID_FORMAT).replace(tzinfo=dt.UTC)
+    except ValueError as exc:
+        raise DRError(
+            f"{backup_id!r} is not a valid UTC timestamp",
+            step="select backup",
+            hint="list the backups with playbooks/list_backups.yml",
+        ) from exc
+
+
+def check_source_name(source):
+    if not SOURCE_RE.fullmatch(source or ""):
+        raise DRError(
+            f"source name {source!r} is not usable in object keys",
+            step="plan",
+            hint="use letters, digits, '.', '_' and '-' only",
+        )
+
+
+def source_prefix(prefix, source):
+    return f"{prefix.strip('/')}/{source}/logical/" if prefix.strip("/") else f"{source}/logical/"
+
+
+def backup_prefix(prefix, source, backup_id):
+    return f"{source_prefix(prefix, source)}{backup_id}/"
+
+
+def manifest_key(prefix, source, backup_id):
+    return backup_prefix(prefix, source, backup_id) + MANIFEST_NAME
+
+
+def lock_key(prefix, source):
+    return source_prefix(prefix, source) + "_lock.json"
+
+
+def validate_manifest(manifest, where):
+    """Refuse a manifest this version cannot read."""
+    if not isinstance(manifest, dict) or "manifest_version" not in manifest:
+        raise DRError("not a backup manifest", step="read manifest", subject=where)
+    if manifest["manifest_version"] > MANIFEST_VERSION:
+        raise DRError(
+            f"manifest version {manifest['manifest_version']} is newer than this tool reads ({MANIFEST_VERSION})",
+            step="read manifest",
+            subject=where,
+            hint="upgrade the runbooks to the version that wrote the backup",
+        )
+    return manifest
+
+
+def summarize(manifest):
+    """The listing row of a complete backup."""
+    return {
+        "backup_id": manifest["backup_id"],
+        "complete": True,
+        "source": manifest["source"]["name"],
+        "database": manifest["source"].get("database"),
+        "server_version": manifest["source"].get("server_version"),
+        "started_at": manifest["started_at"],
+        "finished_at": manifest["finished_at"],
+        "duration_s": manifest["duration_s"],
+        "size": sum(o["size"] for o in manifest["objects"]),
+        "objects": len(manifest["objects"]),
+        "migrations": len(manifest.get("migrations", {}).get("versions", [])),
+    }
+
+
+def list_backups(target, prefix, source, include_incomplete=True):
+    """Every backup of a source, newest first: complete ones from their manifests, folders without one as
+    incomplete (with their size so far)."""
+    rows = []
+    base = source_prefix(prefix, source)
+    for folder in target.list_common_prefixes(base):
+        backup_id = folder[len(base) :].strip("/")
+        if not BACKUP_ID_RE.fullmatch(backup_id):
+            continue
+        manifest = target.get_json(folder + MANIFEST_NAME, step="read manifest")
+        if manifest is not None:
+            rows.append(summarize(validate_manifest(manifest, target.where(folder + MANIFEST_NAME))))
+        elif include_incomplete:
+            keys = target.list_keys(folder)
+            if not keys:
+                continue  # some servers keep an empty folder after its objects are deleted
+            rows.append(
+                {
+                    "backup_id": backup_id,
+                    "complete": False,
+                    "source": source,
+                    "size": sum(size for _, size in keys),
+                    "objects": len(keys),
+                }
+            )
+    return sorted(rows, key=lambda r: r["backup_id"], reverse=True)
+
+
+def list_sources(target, prefix):
+    """Source names that have a logical/ folder under prefix."""
+    base = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    sources = []
+    for folder in target.list_common_prefixes(base):
+        name = folder[len(base) :].strip("/")
+        if f"{folder}logical/" in target.list_common_prefixes(folder):
+            sources.append(name)
+    return sources

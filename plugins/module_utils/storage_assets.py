@@ -1,0 +1,760 @@
+"""Storage assets: the files of a project's Storage buckets, copied incrementally into the backup bucket, and
+restored into another project's buckets.
+
+The source is any S3-compatible endpoint (Supabase Storage's is ``https://<ref>.storage.supabase.co/storage/v1/s3``,
+path-style, SigV4, region = the project's region). Layout in the backup bucket, under ``<prefix>/<source>/storage/``::
+
+    manifests/<run_id>.json                 one per run that changed something: the commit point
+    objects/<run_id>/<bucket>/<key>         the bytes of the objects that run found new or changed
+    _lock.json                              held while a run copies
+
+Each run stores only the objects that are new or changed since the newest manifest, under a folder of its own,
+and never overwrites a stored object: every manifest lists every object (with the key of the copy holding its
+bytes, possibly written by an earlier run), so every manifest stays restorable on its own, and an Object-Lock or
+versioned backup bucket works unchanged. An object is unchanged when its size and ETag equal the manifest's. A
+single-part ETag is the MD5 of the bytes and is checked against the bytes copied; a multipart ETag (``...-N``) is
+not an MD5 and is only compared as a string; the SHA-256 computed while copying is what restore verifies.
+Objects deleted at the source stay in the backup and are marked ``deleted`` in the manifest.
+
+A run whose listing matches the newest manifest writes nothing. Objects copied by a run that never wrote its
+manifest (killed, failed) are leftovers: the next run removes them under the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
+from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import (
+    S3_ERRORS,
+    MultipartWriter,
+    error_code,
+    is_not_found,
+    translate,
+)
+
+MANIFEST_VERSION = 1
+LIST_PAGE_SIZE = 1000
+READ_CHUNK = 1024 * 1024
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+SHA256_METADATA = "pgdr-sha256"
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_RUN_ID = re.compile(r"^\d{8}T\d{6}Z$")
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layout and small pure helpers
+
+
+def storage_spec(required=True):
+    """The ``storage`` option of the modules: the S3 options without a bucket (a run covers several buckets)."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import S3_ARGUMENT_SPEC
+
+    keys = ("endpoint_url", "region", "access_key", "secret_key", "session_token", "ca_bundle", "validate_certs")
+    options = {k: dict(S3_ARGUMENT_SPEC[k]) for k in (*keys, "checksums")}
+    return {"type": "dict", "required": required, "options": options}
+
+
+def storage_target(params):
+    """An S3Target of the Storage endpoint; each call names its bucket."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target
+
+    return s3_target({k: v for k, v in params.items() if k in storage_spec()["options"]} | {"bucket": None})
+
+
+def report_missing(module, result, fail_on_missing, where):
+    """After a cross-check: objects referenced in storage.objects but missing from ``where`` fail the task
+    (``fail_on_missing``) or make a warning."""
+    missing = (result.get("cross_check") or {}).get("missing_count", 0)
+    if missing:
+        text = f"{missing} objects referenced in storage.objects are missing from {where}"
+        if fail_on_missing:
+            module.fail_json(msg=text, **result)
+        module.warn(text)
+
+
+def storage_prefix(prefix, source):
+    catalog.check_source_name(source)
+    base = prefix.strip("/")
+    return f"{base}/{source}/storage/" if base else f"{source}/storage/"
+
+
+def manifest_key(sprefix, run_id):
+    return f"{sprefix}manifests/{run_id}.json"
+
+
+def objects_prefix(sprefix, run_id=None):
+    return f"{sprefix}objects/{run_id}/" if run_id else f"{sprefix}objects/"
+
+
+def stored_key(sprefix, run_id, bucket, key):
+    return f"{objects_prefix(sprefix, run_id)}{bucket}/{key}"
+
+
+def lock_key(sprefix):
+    return f"{sprefix}_lock.json"
+
+
+def normalize_etag(etag):
+    """An ETag without its quotes, lower case (``"abc"`` -> ``abc``); None stays None."""
+    if etag is None:
+        return None
+    return str(etag).strip().strip('"').lower()
+
+
+def is_md5_etag(etag):
+    """True for a single-part ETag (32 hex digits, the MD5 of the bytes); a multipart one ends in ``-<parts>``."""
+    return bool(_MD5_ETAG.match(normalize_etag(etag) or ""))
+
+
+def same_object(entry, listed):
+    """Whether a manifest entry still describes a listed object: same size and same ETag string."""
+    return (
+        not entry.get("deleted")
+        and int(entry["size"]) == int(listed["size"])
+        and normalize_etag(entry.get("etag")) == normalize_etag(listed.get("etag"))
+    )
+
+
+def entry_id(obj):
+    return (obj["bucket"], obj["key"])
+
+
+def diff_listing(previous, listing, scanned_buckets):
+    """Compare the source's listing with the newest manifest's entries.
+
+    ``previous``: manifest entries (dicts with bucket, key, size, etag, deleted, ...); ``listing``: listed objects
+    (bucket, key, size, etag, last_modified); ``scanned_buckets``: the buckets the listing covers. Entries of
+    other buckets are carried over untouched. Returns ``{"new", "changed", "unchanged", "deleted",
+    "already_deleted", "carried"}``: lists of listed objects for new/changed, of manifest entries otherwise.
+    """
+    scanned = set(scanned_buckets)
+    before = {entry_id(e): e for e in previous}
+    now = {entry_id(o): o for o in listing}
+    out = {"new": [], "changed": [], "unchanged": [], "deleted": [], "already_deleted": [], "carried": []}
+    for ident, obj in sorted(now.items()):
+        entry = before.get(ident)
+        if entry is None or entry.get("deleted"):
+            out["new"].append(obj)
+        elif same_object(entry, obj):
+            out["unchanged"].append(entry)
+        else:
+            out["changed"].append(obj)
+    for ident, entry in sorted(before.items()):
+        if ident in now:
+            continue
+        if ident[0] not in scanned:
+            out["carried"].append(entry)
+        elif entry.get("deleted"):
+            out["already_deleted"].append(entry)
+        else:
+            out["deleted"].append(entry)
+    return out
+
+
+def is_change(diff):
+    return bool(diff["new"] or diff["changed"] or diff["deleted"])
+
+
+def new_run_id(moment=None):
+    return catalog.backup_id_for(moment or catalog.utcnow(), "every_run")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading the source and the backup
+
+
+def _call(step, subject, fn, **kwargs):
+    try:
+        return fn(**kwargs)
+    except S3_ERRORS as exc:
+        raise translate(exc, step, subject) from exc
+
+
+def list_buckets(client):
+    """Every bucket the Storage credentials see (ListBuckets)."""
+    response = _call("list storage buckets", "ListBuckets", client.list_buckets)
+    return sorted(b["Name"] for b in response.get("Buckets", []))
+
+
+def list_objects(client, bucket, page_size=LIST_PAGE_SIZE):
+    """Every object of a bucket, ListObjectsV2 in pages of at most page_size (Supabase answers at most 1000)."""
+    found, token = [], None
+    while True:
+        kwargs = {"Bucket": bucket, "MaxKeys": page_size}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = _call("list storage objects", f"s3://{bucket}/", client.list_objects_v2, **kwargs)
+        for obj in page.get("Contents", []):
+            modified = obj.get("LastModified")
+            found.append(
+                {
+                    "bucket": bucket,
+                    "key": obj["Key"],
+                    "size": int(obj.get("Size", 0)),
+                    "etag": normalize_etag(obj.get("ETag")),
+                    "last_modified": catalog.isoformat(modified) if isinstance(modified, dt.datetime) else modified,
+                }
+            )
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return found
+
+
+def list_runs(backup, sprefix):
+    """Run ids that have a manifest, oldest first."""
+    runs = []
+    for key, _size in backup.list_keys(f"{sprefix}manifests/", step="list storage manifests"):
+        name = key.rsplit("/", 1)[-1]
+        if name.endswith(".json") and _RUN_ID.match(name[:-5]):
+            runs.append(name[:-5])
+    return sorted(runs)
+
+
+def validate_manifest(manifest, where):
+    if not isinstance(manifest, dict) or manifest.get("kind") != "storage" or "objects" not in manifest:
+        raise DRError("not a storage asset manifest", step="read storage manifest", subject=where)
+    if manifest.get("manifest_version", 0) > MANIFEST_VERSION:
+        raise DRError(
+            f"storage manifest version {manifest['manifest_version']} is newer than this tool reads",
+            step="read storage manifest",
+            subject=where,
+            hint="upgrade the runbooks to the version that wrote the backup",
+        )
+    return manifest
+
+
+def load_manifest(backup, sprefix, run_id):
+    key = manifest_key(sprefix, run_id)
+    manifest = backup.get_json(key, step="read storage manifest")
+    if manifest is None:
+        raise DRError(
+            f"storage backup run {run_id} has no manifest",
+            step="select storage backup",
+            subject=backup.where(key),
+            hint="list the runs (pgdr.supabase.storage_restore in check mode shows them) and pick one that exists",
+        )
+    return validate_manifest(manifest, backup.where(key))
+
+
+def select_run(runs, run_id="latest", at_or_before=None):
+    """The run to restore: ``latest``, an exact id, or the newest at or before a backup id / UTC timestamp."""
+    if not runs:
+        return None
+    if at_or_before:
+        catalog.parse_backup_id(at_or_before)
+        older = [r for r in runs if r <= at_or_before]
+        return older[-1] if older else None
+    if run_id in (None, "", "latest"):
+        return runs[-1]
+    catalog.parse_backup_id(run_id)
+    return run_id if run_id in runs else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backup
+
+
+def plan_copy(source, buckets, backup, sprefix, run_id=None, limit=100):
+    """What a run does: list the source (pages of 1000), compare with the newest manifest.
+
+    ``source``: an S3Target of the Storage endpoint (its bucket is not used); ``buckets``: names, or empty for
+    every bucket (ListBuckets); ``backup``: the backup bucket's S3Target; ``sprefix``: from :func:`storage_prefix`.
+    """
+    backup.check_bucket(step="check backup bucket")
+    scanned = sorted(set(buckets)) if buckets else list_buckets(source.client)
+    listing = []
+    for bucket in scanned:
+        listing += list_objects(source.client, bucket)
+    runs = list_runs(backup, sprefix)
+    previous = load_manifest(backup, sprefix, runs[-1]) if runs else None
+    diff = diff_listing(previous["objects"] if previous else [], listing, scanned)
+    run_id = run_id or new_run_id()
+    if previous and run_id <= previous["run_id"]:
+        run_id = _after(previous["run_id"])
+    leftovers = find_leftovers(backup, sprefix, runs)
+    copy = diff["new"] + diff["changed"]
+    return {
+        "action": "copy" if is_change(diff) else "none",
+        "run_id": run_id,
+        "previous_run": previous["run_id"] if previous else None,
+        "buckets": scanned,
+        "bucket": backup.bucket,
+        "manifest_key": manifest_key(sprefix, run_id),
+        "prefix": sprefix,
+        "counts": {
+            "listed": len(listing),
+            "new": len(diff["new"]),
+            "changed": len(diff["changed"]),
+            "unchanged": len(diff["unchanged"]),
+            "deleted": len(diff["deleted"]),
+            "already_deleted": len(diff["already_deleted"]),
+            "carried": len(diff["carried"]),
+            "bytes_to_copy": sum(o["size"] for o in copy),
+        },
+        "copy": [_step(o, why, sprefix, run_id) for why in ("new", "changed") for o in diff[why]][:limit],
+        "deleted": [{"bucket": e["bucket"], "key": e["key"]} for e in diff["deleted"][:limit]],
+        "truncated": len(copy) > limit or len(diff["deleted"]) > limit,
+        "leftovers": leftovers,
+        "_diff": diff,
+        "_previous": previous,
+    }
+
+
+def _after(run_id):
+    moment = catalog.parse_backup_id(run_id) + dt.timedelta(seconds=1)
+    return new_run_id(moment)
+
+
+def _step(obj, why, sprefix, run_id):
+    return {
+        "bucket": obj["bucket"],
+        "key": obj["key"],
+        "size": obj["size"],
+        "why": why,
+        "to": stored_key(sprefix, run_id, obj["bucket"], obj["key"]),
+    }
+
+
+def find_leftovers(backup, sprefix, runs):
+    """Run folders under objects/ without a manifest (an unfinished run) and unfinished multipart uploads."""
+    committed = set(runs)
+    folders = backup.list_common_prefixes(objects_prefix(sprefix), step="list storage runs")
+    stale = [f for f in folders if f.rstrip("/").rsplit("/", 1)[-1] not in committed]
+    uploads = backup.list_uploads(objects_prefix(sprefix))
+    return {"folders": stale, "uploads": [key for key, _ in uploads]}
+
+
+def remove_leftovers(backup, sprefix, runs, keep_run):
+    removed = []
+    committed = set(runs) | {keep_run}
+    for key, upload_id in backup.list_uploads(objects_prefix(sprefix)):
+        backup.abort_upload(key, upload_id)
+        removed.append(key)
+    for folder in backup.list_common_prefixes(objects_prefix(sprefix), step="list storage runs"):
+        if folder.rstrip("/").rsplit("/", 1)[-1] in committed:
+            continue
+        keys = [k for k, _ in backup.list_keys(folder, step="list leftovers")]
+        backup.delete_keys(keys, step="remove leftovers")
+        removed += keys
+    return removed
+
+
+def copy_object(source, obj, backup, key, part_size=DEFAULT_PART_SIZE, verify_etag=True):
+    """Stream one object from the Storage endpoint into the backup bucket. Returns its manifest entry.
+
+    Download and upload overlap (MultipartWriter); SHA-256 and MD5 are computed on the way. A single-part ETag
+    is the MD5 of the bytes: a mismatch means the copy is not what the source holds, and the copy is removed.
+    """
+    subject = f"s3://{obj['bucket']}/{obj['key']}"
+    response = _call("read storage object", subject, source.client.get_object, Bucket=obj["bucket"], Key=obj["key"])
+    body = response["Body"]
+    md5 = hashlib.md5()  # noqa: S324 - compared with the S3 ETag, not used for security
+    writer = MultipartWriter(backup, key, part_size=part_size, concurrency=2)
+    try:
+        while True:
+            try:
+                chunk = body.read(READ_CHUNK)
+            except S3_ERRORS as exc:
+                raise translate(exc, "read storage object", subject) from exc
+            if not chunk:
+                break
+            md5.update(chunk)
+            writer.write(chunk)
+        size, sha256 = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        body.close()
+    etag = normalize_etag(response.get("ETag")) or obj.get("etag")
+    expected = int(response.get("ContentLength", size))
+    problem = None
+    if size != expected:
+        problem = f"read {size} bytes, the endpoint announced {expected}"
+    elif verify_etag and is_md5_etag(etag) and md5.hexdigest() != etag:
+        problem = f"the bytes read have MD5 {md5.hexdigest()}, the object's ETag is {etag}"
+    if problem:
+        backup.delete_keys([key], step="remove bad copy")
+        raise DRError(
+            problem,
+            step="copy storage object",
+            subject=subject,
+            hint="run again (the object may have changed while it was read); if it persists and the endpoint's "
+            "ETags are not MD5s, set verify_etag to false",
+        )
+    modified = response.get("LastModified")
+    return {
+        "bucket": obj["bucket"],
+        "key": obj["key"],
+        "size": size,
+        "etag": etag,
+        "md5": md5.hexdigest(),
+        "sha256": sha256,
+        "content_type": response.get("ContentType"),
+        "last_modified": catalog.isoformat(modified) if isinstance(modified, dt.datetime) else obj.get("last_modified"),
+        "stored_key": key,
+        "deleted": False,
+    }
+
+
+def apply_copy(
+    plan, source, backup, source_name, endpoint=None, concurrency=4, part_size=DEFAULT_PART_SIZE, verify_etag=True
+):
+    """Copy what the plan lists and commit the run's manifest last. Call with the plan of :func:`plan_copy`.
+
+    Returns ``{"changed", "run_id", "manifest", "copied", "bytes_copied", "cleaned"}``.
+    """
+    diff, previous, sprefix, run_id = plan["_diff"], plan["_previous"], plan["prefix"], plan["run_id"]
+    started = time.monotonic()
+    started_at = catalog.isoformat(catalog.utcnow())
+    todo = diff["new"] + diff["changed"]
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="storage-copy") as pool:
+        futures = [
+            pool.submit(
+                copy_object,
+                source,
+                obj,
+                backup,
+                stored_key(sprefix, run_id, obj["bucket"], obj["key"]),
+                part_size,
+                verify_etag,
+            )
+            for obj in todo
+        ]
+        copied = [f.result() for f in futures]
+    entries = copied + diff["unchanged"] + diff["already_deleted"] + diff["carried"]
+    entries += [dict(e, deleted=True, deleted_in=run_id) for e in diff["deleted"]]
+    entries.sort(key=entry_id)
+    live = [e for e in entries if not e.get("deleted")]
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "kind": "storage",
+        "run_id": run_id,
+        "previous_run": previous["run_id"] if previous else None,
+        "source": {"name": source_name, "endpoint": endpoint},
+        "buckets": sorted(set(plan["buckets"]) | set((previous or {}).get("buckets", []))),
+        "scanned_buckets": plan["buckets"],
+        "started_at": started_at,
+        "finished_at": catalog.isoformat(catalog.utcnow()),
+        "duration_s": round(time.monotonic() - started, 3),
+        "counts": {
+            "objects": len(live),
+            "bytes": sum(e["size"] for e in live),
+            "deleted": len(entries) - len(live),
+            "copied": len(copied),
+            "bytes_copied": sum(e["size"] for e in copied),
+            "new": len(diff["new"]),
+            "changed": len(diff["changed"]),
+            "newly_deleted": len(diff["deleted"]),
+        },
+        "objects": entries,
+    }
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    backup.put_bytes(plan["manifest_key"], data, step="commit storage manifest", if_none_match=True)
+    return manifest
+
+
+def backup_assets(
+    source,
+    buckets,
+    backup,
+    prefix,
+    source_name,
+    endpoint=None,
+    check_mode=False,
+    concurrency=4,
+    part_size=DEFAULT_PART_SIZE,
+    verify_etag=True,
+    lock_wait=0,
+    lock_stale_after=600,
+    limit=100,
+    cross_check_dsn=None,
+):
+    """The whole backup step: plan; unless check_mode or nothing changed, copy under the lock and commit.
+    With cross_check_dsn, compare that database's storage.objects with the backup (as it is after the run)."""
+    sprefix = storage_prefix(prefix, source_name)
+    plan = plan_copy(source, buckets, backup, sprefix, limit=limit)
+    result = {"changed": plan["action"] == "copy", "plan": _public(plan), "run_id": plan["run_id"], "cleaned": []}
+
+    def finish():
+        diff = plan["_diff"]
+        if cross_check_dsn:
+            live = diff["new"] + diff["changed"] + diff["unchanged"] + diff["carried"]
+            result["cross_check"] = cross_check(cross_check_dsn, {"objects": live}, result["plan"]["buckets"], limit)
+        return result
+
+    if check_mode:
+        result["lock"] = backup.get_json(lock_key(sprefix), step="read lock")
+        return finish()
+    if plan["action"] == "none":
+        # Nothing to copy: leftovers of a killed run are still removed (under the lock) when there are any.
+        if plan["leftovers"]["folders"] or plan["leftovers"]["uploads"]:
+            with SourceLock(backup, lock_key(sprefix), "storage backup", lock_wait, lock_stale_after):
+                result["cleaned"] = remove_leftovers(backup, sprefix, list_runs(backup, sprefix), None)
+            result["changed"] = True
+        result["manifest_key"] = manifest_key(sprefix, plan["previous_run"]) if plan["previous_run"] else None
+        result["run_id"] = plan["previous_run"]
+        return finish()
+    with SourceLock(backup, lock_key(sprefix), "storage backup", lock_wait, lock_stale_after):
+        runs = list_runs(backup, sprefix)
+        if (runs[-1] if runs else None) != plan["previous_run"]:
+            # Another run committed between our listing and the lock: plan again against its manifest.
+            plan = plan_copy(source, buckets, backup, sprefix, limit=limit)
+            result.update(plan=_public(plan), run_id=plan["run_id"], changed=plan["action"] == "copy")
+            if plan["action"] == "none":
+                return finish()
+        result["cleaned"] = remove_leftovers(backup, sprefix, runs, plan["run_id"])
+        manifest = apply_copy(plan, source, backup, source_name, endpoint, concurrency, part_size, verify_etag)
+    result.update(manifest=summary(manifest), manifest_key=plan["manifest_key"], changed=True)
+    return finish()
+
+
+def _public(plan):
+    return {k: v for k, v in plan.items() if not k.startswith("_")}
+
+
+def summary(manifest):
+    """A manifest without its object list (which can be long): ids, counts, times."""
+    return {k: v for k, v in manifest.items() if k != "objects"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Restore
+
+
+def _head(client, bucket, key):
+    try:
+        return client.head_object(Bucket=bucket, Key=key)
+    except S3_ERRORS as exc:
+        if is_not_found(exc):
+            return None
+        raise translate(exc, "check restored object", f"s3://{bucket}/{key}") from exc
+
+
+def is_restored(head, entry):
+    """Whether the object found at the destination holds the entry's bytes: same size, and our SHA-256 metadata
+    or an MD5 ETag equal to the MD5 recorded at backup."""
+    if head is None or int(head.get("ContentLength", -1)) != int(entry["size"]):
+        return False
+    if (head.get("Metadata") or {}).get(SHA256_METADATA) == entry["sha256"]:
+        return True
+    return bool(entry.get("md5")) and normalize_etag(head.get("ETag")) == entry["md5"]
+
+
+def bucket_exists(client, bucket):
+    try:
+        client.head_bucket(Bucket=bucket)
+        return True
+    except S3_ERRORS as exc:
+        if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+            return False
+        raise translate(exc, "check restore bucket", f"s3://{bucket}/") from exc
+
+
+def plan_restore(manifest, dest, bucket_map=None, buckets=None, limit=100):
+    """Per object: ``copy`` or ``skip`` (already there with the same bytes); per target bucket: exists or not."""
+    bucket_map = bucket_map or {}
+    wanted = [e for e in manifest["objects"] if not e.get("deleted") and (not buckets or e["bucket"] in buckets)]
+    targets = sorted({bucket_map.get(e["bucket"], e["bucket"]) for e in wanted})
+    present = {b: bucket_exists(dest.client, b) for b in targets}
+    copy, skip = [], 0
+    for entry in wanted:
+        target = bucket_map.get(entry["bucket"], entry["bucket"])
+        head = _head(dest.client, target, entry["key"]) if present[target] else None
+        if is_restored(head, entry):
+            skip += 1
+        else:
+            copy.append(dict(entry, target_bucket=target, exists=head is not None))
+    return {
+        "action": "copy" if copy or not all(present.values()) else "none",
+        "run_id": manifest["run_id"],
+        "buckets": [{"bucket": b, "exists": present[b]} for b in targets],
+        "create_buckets": [b for b in targets if not present[b]],
+        "counts": {
+            "objects": len(wanted),
+            "copy": len(copy),
+            "skip": skip,
+            "overwrite": sum(1 for c in copy if c["exists"]),
+            "bytes_to_copy": sum(c["size"] for c in copy),
+        },
+        "copy": [
+            {"from": c["stored_key"], "to": f"s3://{c['target_bucket']}/{c['key']}", "size": c["size"]}
+            for c in copy[:limit]
+        ],
+        "truncated": len(copy) > limit,
+        "_copy": copy,
+    }
+
+
+def create_bucket(client, bucket, region):
+    kwargs = {"Bucket": bucket}
+    if region and region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        client.create_bucket(**kwargs)
+    except S3_ERRORS as exc:
+        if error_code(exc) not in ("BucketAlreadyOwnedByYou",):
+            raise translate(exc, "create restore bucket", f"s3://{bucket}/") from exc
+
+
+def restore_object(backup, entry, dest, part_size=DEFAULT_PART_SIZE):
+    """Copy one stored object into its target bucket, verifying the SHA-256 recorded at backup before the
+    object becomes visible: a small object is checked in memory before its PUT, a large one before the multipart
+    upload is completed (else aborted)."""
+    bucket, key = entry["target_bucket"], entry["key"]
+    where = f"s3://{bucket}/{key}"
+    response = _call(
+        "read stored object",
+        backup.where(entry["stored_key"]),
+        backup.client.get_object,
+        Bucket=backup.bucket,
+        Key=entry["stored_key"],
+    )
+    body = response["Body"]
+    extra = {"Metadata": {SHA256_METADATA: entry["sha256"]}}
+    if entry.get("content_type"):
+        extra["ContentType"] = entry["content_type"]
+    sha = hashlib.sha256()
+    try:
+        if int(entry["size"]) <= part_size:
+            data = body.read()
+            sha.update(data)
+            _check_sha(sha, entry, backup)
+            _call("write restored object", where, dest.client.put_object, Bucket=bucket, Key=key, Body=data, **extra)
+            return
+        upload = _call(
+            "start restore upload", where, dest.client.create_multipart_upload, Bucket=bucket, Key=key, **extra
+        )["UploadId"]
+        try:
+            parts, number = [], 0
+            while True:
+                data = body.read(part_size)
+                if not data:
+                    break
+                number += 1
+                sha.update(data)
+                resp = _call(
+                    "write restored object",
+                    where,
+                    dest.client.upload_part,
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload,
+                    PartNumber=number,
+                    Body=data,
+                )
+                parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+            _check_sha(sha, entry, backup)
+            _call(
+                "complete restored object",
+                where,
+                dest.client.complete_multipart_upload,
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            with contextlib.suppress(*S3_ERRORS):
+                dest.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+            raise
+    finally:
+        body.close()
+
+
+def _check_sha(sha, entry, backup):
+    if sha.hexdigest() != entry["sha256"]:
+        raise DRError(
+            f"the stored copy has SHA-256 {sha.hexdigest()}, the manifest says {entry['sha256']}",
+            step="verify stored object",
+            subject=backup.where(entry["stored_key"]),
+            hint="the backup copy is damaged: restore from an older run or the immutable copy; nothing was written",
+        )
+
+
+def restore_assets(
+    backup,
+    manifest,
+    dest,
+    bucket_map=None,
+    buckets=None,
+    create_buckets=False,
+    check_mode=False,
+    concurrency=4,
+    part_size=DEFAULT_PART_SIZE,
+    region=None,
+    limit=100,
+):
+    """Copy a storage backup run's objects into the destination endpoint's buckets (the staging project).
+
+    ``bucket_map`` renames buckets (``{"avatars": "avatars-staging"}``); ``buckets`` restores only those source
+    buckets. Objects already there with the same bytes are skipped, so a second run changes nothing. Objects in
+    the destination that the manifest does not list are left alone.
+    """
+    plan = plan_restore(manifest, dest, bucket_map, buckets, limit)
+    result = {"changed": plan["action"] == "copy", "plan": _public(plan), "restored": 0, "bytes_restored": 0}
+    if plan["create_buckets"] and not create_buckets:
+        raise DRError(
+            f"the destination has no bucket {', '.join(plan['create_buckets'])}",
+            step="check restore buckets",
+            subject=dest.endpoint_url or "the destination endpoint",
+            hint="create the buckets in the staging project, map them elsewhere (bucket_map), or set create_buckets",
+        )
+    if check_mode or plan["action"] == "none":
+        return result
+    for bucket in plan["create_buckets"]:
+        create_bucket(dest.client, bucket, region)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="storage-restore") as pool:
+        for future in [pool.submit(restore_object, backup, e, dest, part_size) for e in plan["_copy"]]:
+            future.result()
+    result["restored"] = len(plan["_copy"])
+    result["bytes_restored"] = sum(e["size"] for e in plan["_copy"])
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cross-check with storage.objects
+
+
+def compare_rows(rows, manifest, buckets=None, limit=100):
+    """Rows of storage.objects (bucket_id, name) against a manifest: referenced in the database but not in the
+    backup (``missing``; also when the backup only has it as deleted), and in the backup but not in the database
+    (``unreferenced``)."""
+    live = {entry_id(e) for e in manifest["objects"] if not e.get("deleted")}
+    rows = {(b, n) for b, n in rows if not buckets or b in buckets}
+    in_scope = {i for i in live if not buckets or i[0] in buckets}
+    missing = sorted(rows - live)
+    unreferenced = sorted(in_scope - rows)
+    return {
+        "db_objects": len(rows),
+        "backup_objects": len(in_scope),
+        "missing_count": len(missing),
+        "missing": [{"bucket": b, "key": k} for b, k in missing[:limit]],
+        "unreferenced_count": len(unreferenced),
+        "unreferenced": [{"bucket": b, "key": k} for b, k in unreferenced[:limit]],
+    }
+
+
+def cross_check(dsn, manifest, buckets=None, limit=100):
+    """Read storage.objects of the database and compare it with the manifest (see :func:`compare_rows`)."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pg
+
+    with pg.connect(dsn, step="connect cross-check database") as conn:
+        try:
+            rows = conn.execute("SELECT bucket_id, name FROM storage.objects").fetchall()
+        except Exception as exc:
+            raise DRError(
+                f"cannot read storage.objects: {exc}",
+                step="cross-check storage.objects",
+                subject=pg.describe_dsn(dsn),
+                hint="point the cross-check at a Supabase database (it has the storage schema) with read access",
+            ) from exc
+    return compare_rows(rows, manifest, buckets, limit)

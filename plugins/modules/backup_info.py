@@ -1,0 +1,114 @@
+#!/usr/bin/python
+# Copyright: the pgdr authors. GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: backup_info
+short_description: List the logical backups in a bucket, from their manifests
+description:
+  - Lists every backup of one source (or of every source under the prefix), newest first, read from the
+    manifests. A folder without a manifest is listed as incomplete (an unfinished or failed run) and is never
+    offered for restore.
+  - Read-only; runs the same in check mode.
+version_added: "0.1.0"
+author: pgdr authors
+extends_documentation_fragment:
+  - pgdr.supabase.s3
+options:
+  source:
+    description: Source name to list. Omit to list every source under O(prefix).
+    type: str
+  prefix:
+    description: Key prefix of all backups in the bucket.
+    type: str
+    default: backups
+  include_incomplete:
+    description: Also list folders without a manifest.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    details: Read-only.
+  diff_mode:
+    support: none
+seealso:
+  - module: pgdr.supabase.logical_backup
+"""
+
+EXAMPLES = r"""
+- name: List the backups of production
+  pgdr.supabase.backup_info:
+    source: production
+    s3: "{{ backup_s3 }}"
+  register: listing
+
+- name: Show the newest complete backup
+  ansible.builtin.debug:
+    msg: "{{ listing.backups | selectattr('complete') | first }}"
+"""
+
+RETURN = r"""
+backups:
+  description: One row per backup, newest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    backup_id:
+      description: Sortable UTC timestamp id.
+      type: str
+      sample: 20261128T000000Z
+    complete:
+      description: Whether the manifest exists (only complete backups can be restored).
+      type: bool
+    source:
+      description: Source name.
+      type: str
+    started_at:
+      description: Start of the dump (complete backups only).
+      type: str
+    size:
+      description: Bytes stored.
+      type: int
+    objects:
+      description: Number of objects.
+      type: int
+sources:
+  description: Source names listed.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail, s3_spec, s3_target
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "source": {"type": "str"},
+            "s3": s3_spec(),
+            "prefix": {"type": "str", "default": "backups"},
+            "include_incomplete": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+
+    p = module.params
+    try:
+        target = s3_target(p["s3"])
+        target.check_bucket(step="list backups")
+        sources = [p["source"]] if p["source"] else catalog.list_sources(target, p["prefix"])
+        backups = []
+        for source in sources:
+            backups += catalog.list_backups(target, p["prefix"], source, include_incomplete=p["include_incomplete"])
+        module.exit_json(changed=False, sources=sources, backups=backups)
+    except Exception as exc:  # the one error path
+        fail(module, exc)
+
+
+if __name__ == "__main__":
+    main()

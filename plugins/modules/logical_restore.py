@@ -1,0 +1,213 @@
+#!/usr/bin/python
+# Copyright: the pgdr authors. GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: logical_restore
+short_description: Restore a logical backup into a new database, switching to it only after success
+description:
+  - Downloads every object of the backup, verifying its SHA-256 while it streams (the data object straight into
+    C(pg_restore) unless O(data_mode=file)); then restores in the order Supabase needs (roles, schema, data in
+    replica mode, indexes and constraints, migration history) with C(ON_ERROR_STOP) semantics and parallel
+    C(pg_restore) jobs.
+  - With O(mode=new_database) the restore goes into a temporary database made from O(template) (a database that
+    already has the platform schemas, like a fresh Supabase project) and takes the final name only when every
+    step succeeded. A failure drops the temporary database; an existing database is never touched.
+  - The restored database carries a marker (its comment) naming the backup it holds; a second run with the same
+    backup changes nothing.
+  - Refuses a target that O(production) names (same host, port and database) unless O(allow_over_production)
+    and a typed O(confirm).
+version_added: "0.1.0"
+author: pgdr authors
+extends_documentation_fragment:
+  - pgdr.supabase.s3
+options:
+  target_dsn:
+    description:
+      - Connection string of the target server, as a role that may create databases. Its database is the one
+        connected to for administration and, for Supabase backups, the default template. Never logged.
+    type: str
+    required: true
+  manifest:
+    description: The backup's manifest, as returned by M(pgdr.supabase.backup_select).
+    type: dict
+    required: true
+  mode:
+    description:
+      - V(new_database) restores into a new database on the target server (the sandbox and self-hosted servers).
+      - V(existing) restores into the target's own database, which must be a fresh one (a new Supabase project).
+    type: str
+    default: new_database
+    choices: [new_database, existing]
+  database:
+    description: Name of the new database. Default V(<database_prefix>_<backup id>).
+    type: str
+  database_prefix:
+    description: Prefix of the default database name.
+    type: str
+    default: restore
+  template:
+    description:
+      - Template of the new database.
+      - Default the target's own database for Supabase backups (it has the platform schemas), V(template0) otherwise.
+    type: str
+  jobs:
+    description: Parallel jobs for data and index restore.
+    type: int
+    default: 2
+  bin_dir:
+    description: Folder of pg_restore and psql; default the backup's major version, then PATH.
+    type: path
+  workdir:
+    description: Folder for the verified local copy (removed afterwards); needs the backup's uncompressed size free.
+    type: path
+    default: /var/tmp
+  production:
+    description: Databases the inventory names as production, as dicts with C(host), C(port) and C(database).
+    type: list
+    elements: dict
+    default: []
+  allow_over_production:
+    description: Allow a production target (also needs O(confirm)).
+    type: bool
+    default: false
+  confirm:
+    description: Typed confirmation for a production target, exactly C(<host>:<port>/<database>).
+    type: str
+  progress_file:
+    description: File to append progress lines to.
+    type: path
+  data_mode:
+    description:
+      - V(stream) sends the data object from S3 straight into C(pg_restore) as it is verified (no local copy of
+        the data; the database only gets its final name once the whole object's SHA-256 matched); indexes and
+        constraints are still built with O(jobs) in parallel.
+      - V(file) first makes a verified local copy in O(workdir) (the data's uncompressed size must fit), then
+        restores the data with O(jobs) in parallel too; faster for databases of many mid-sized tables.
+    type: str
+    default: stream
+    choices: [stream, file]
+  decryption_identities:
+    description: age identities (C(AGE-SECRET-KEY-1...)) for encrypted backups, from a vault or a lookup. Never logged.
+    type: list
+    elements: str
+    default: []
+attributes:
+  check_mode:
+    support: full
+    details: Connects read-only and returns the plan (database, steps, disk needed); writes nothing.
+  diff_mode:
+    support: none
+seealso:
+  - module: pgdr.supabase.backup_select
+"""
+
+EXAMPLES = r"""
+- name: Restore the chosen backup into a new staging database
+  pgdr.supabase.logical_restore:
+    target_dsn: "{{ vault_staging_admin_db_url }}"
+    manifest: "{{ chosen.manifest }}"
+    s3: "{{ backup_s3 }}"
+    production:
+      - host: db.abcdefghijklmnopqrst.supabase.co
+        port: 5432
+        database: postgres
+  register: restored
+"""
+
+RETURN = r"""
+database:
+  description: Name of the database holding the backup.
+  returned: always
+  type: str
+  sample: restore_20261128t000000z
+backup_id:
+  description: Id of the restored backup.
+  returned: always
+  type: str
+plan:
+  description: The database, the steps, the disk needed and the production check.
+  returned: always
+  type: dict
+marker:
+  description: The marker the database carries (backup id, status, restored time).
+  returned: when the database exists
+  type: dict
+timings:
+  description: Seconds per step (download_verify, create_database, roles, schema, data, post_data, migrations).
+  returned: when a restore ran
+  type: dict
+duration_s:
+  description: Seconds the restore took.
+  returned: when a restore ran
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail, s3_spec, s3_target
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "target_dsn": {"type": "str", "required": True, "no_log": True},
+            "manifest": {"type": "dict", "required": True},
+            "s3": s3_spec(),
+            "mode": {"type": "str", "default": "new_database", "choices": ["new_database", "existing"]},
+            "database": {"type": "str"},
+            "database_prefix": {"type": "str", "default": "restore"},
+            "template": {"type": "str"},
+            "jobs": {"type": "int", "default": 2},
+            "bin_dir": {"type": "path"},
+            "workdir": {"type": "path", "default": "/var/tmp"},  # noqa: S108 - a private mkdtemp inside it
+            "production": {"type": "list", "elements": "dict", "default": []},
+            "allow_over_production": {"type": "bool", "default": False},
+            "confirm": {"type": "str"},
+            "progress_file": {"type": "path"},
+            "decryption_identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
+            "data_mode": {"type": "str", "default": "stream", "choices": ["stream", "file"]},
+        },
+        supports_check_mode=True,
+    )
+    from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore
+
+    p = module.params
+    try:
+        request = logical_restore.RestoreRequest(
+            p["target_dsn"],
+            p["manifest"],
+            s3_target(p["s3"]),
+            database=p["database"],
+            database_prefix=p["database_prefix"],
+            mode=p["mode"],
+            template=p["template"],
+            jobs=p["jobs"],
+            bin_dir=p["bin_dir"],
+            workdir=p["workdir"],
+            production=p["production"],
+            allow_over_production=p["allow_over_production"],
+            confirm=p["confirm"],
+            progress_file=p["progress_file"],
+            decryption_identities=p["decryption_identities"],
+            data_mode=p["data_mode"],
+        )
+        if module.check_mode:
+            plan = logical_restore.plan(request)
+            done = plan["action"] == "none"
+            module.exit_json(
+                changed=not done,
+                database=request.database,
+                backup_id=request.backup_id,
+                plan=plan,
+                marker=plan["marker"],
+                msg=f"{request.where} holds backup {request.backup_id} already"
+                if done
+                else f"would restore backup {request.backup_id} into {request.where}",
+            )
+        module.exit_json(**logical_restore.run(request))
+    except Exception as exc:  # the one error path
+        fail(module, exc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+#!/usr/bin/python
+# Copyright: the pgdr authors. GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: secure_backup
+short_description: Copy a complete backup to the immutable bucket, lock every copy and verify it by SHA-256
+description:
+  - Copies every object of a complete backup, then its manifest, from the primary bucket (O(s3)) to the
+    secondary Object Lock bucket (O(secondary_s3)) under the same keys.
+  - Server-side copy (CopyObject with SHA-256 checksums, UploadPartCopy above 5 GiB) when both buckets are on
+    the same endpoint, otherwise a stream (download, then a multipart upload with SHA-256 parts) that refuses to
+    commit data not matching the manifest.
+  - Locks every copied version with O(lock_mode) until the backup's time plus O(lock_days), reading the lock
+    back (some endpoints ignore lock headers on a copy), then streams each copy and compares its SHA-256 with
+    the manifest.
+  - Records the outcome next to the manifest in the primary bucket (C(secured.json)) with the secondary bucket, each
+    version id, lock and verification time, and C(status) C(secured) or C(not_secured) with the error.
+  - A backup whose record says secured, with every recorded version still present and locked long enough, is
+    not copied again (C(changed=false)).
+version_added: "0.1.0"
+author: pgdr authors
+extends_documentation_fragment:
+  - pgdr.supabase.s3
+options:
+  secondary_s3:
+    description: The immutable (Object Lock) bucket. Same keys as O(s3).
+    type: dict
+    required: true
+    suboptions:
+      bucket:
+        description: Bucket with Object Lock enabled.
+        type: str
+        required: true
+      endpoint_url:
+        description: S3 endpoint; omit for AWS's default endpoint of O(secondary_s3.region).
+        type: str
+      region:
+        description: Region used for signing.
+        type: str
+        default: us-east-1
+      access_key:
+        description: Access key id. Omit to use the host's AWS credential chain.
+        type: str
+      secret_key:
+        description: Secret access key. Never logged.
+        type: str
+      session_token:
+        description: Session token of temporary credentials. Never logged.
+        type: str
+      ca_bundle:
+        description: CA certificate file to verify the endpoint's TLS certificate with.
+        type: path
+      validate_certs:
+        description: Verify the endpoint's TLS certificate.
+        type: bool
+        default: true
+      checksums:
+        description: When boto3 adds its own CRC checksums (see O(s3.checksums)).
+        type: str
+        default: when_required
+        choices: [when_required, when_supported]
+  source:
+    description: Source name in object keys.
+    type: str
+    required: true
+  prefix:
+    description: Key prefix of all backups in the bucket.
+    type: str
+    default: backups
+  backup:
+    description:
+      - V(latest) (the newest complete backup), a backup id, or V(pending) for every complete backup whose copy is
+        not secured yet and that is still inside the lock period.
+    type: str
+    default: latest
+  lock_mode:
+    description: Object Lock mode of the copies. V(GOVERNANCE) only for tests.
+    type: str
+    choices: [COMPLIANCE, GOVERNANCE]
+    default: COMPLIANCE
+  lock_days:
+    description: Copies stay locked this many days after the backup was taken.
+    type: int
+    default: 30
+  method:
+    description:
+      - V(server) copies inside the endpoint (the secondary credentials must be able to read the primary bucket),
+        V(stream) downloads and uploads; V(auto) picks V(server) when both buckets are on the same endpoint.
+    type: str
+    choices: [auto, server, stream]
+    default: auto
+  reverify:
+    description: Copy and verify again even when the record says secured.
+    type: bool
+    default: false
+  now:
+    description: The time to judge the lock period at (ISO 8601); default now. For tests.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    details: Reads the record and the copies' locks and returns what would be copied; writes nothing.
+  diff_mode:
+    support: none
+seealso:
+  - module: pgdr.supabase.immutable_bucket
+  - module: pgdr.supabase.retention
+"""
+
+EXAMPLES = r"""
+- name: Secure the newest backup in the immutable bucket
+  pgdr.supabase.secure_backup:
+    source: production
+    s3: "{{ backup_s3 }}"
+    secondary_s3: "{{ secondary_s3 }}"
+    lock_mode: COMPLIANCE
+    lock_days: 30
+"""
+
+RETURN = r"""
+backups:
+  description: One row per backup handled.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    backup_id:
+      description: The backup's id.
+      type: str
+    status:
+      description: C(secured), C(would_secure) (check mode) or C(skipped) (older than the lock period).
+      type: str
+    reason:
+      description: Why it was (or was not) copied.
+      type: str
+    method:
+      description: C(server) or C(stream).
+      type: str
+    retain_until:
+      description: Lock date of the copies.
+      type: str
+    objects:
+      description: Each copy with key, size, sha256, version_id, lock_mode, retain_until, verified.
+      type: list
+      elements: dict
+    record_key:
+      description: Key of the secure-copy record in the primary bucket.
+      type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    backup_set_spec,
+    fail,
+    s3_spec,
+    s3_target,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            **backup_set_spec(),
+            "secondary_s3": s3_spec(),
+            "backup": {"type": "str", "default": "latest"},
+            "lock_mode": {"type": "str", "choices": ["COMPLIANCE", "GOVERNANCE"], "default": "COMPLIANCE"},
+            "lock_days": {"type": "int", "default": 30},
+            "method": {"type": "str", "choices": ["auto", "server", "stream"], "default": "auto"},
+            "reverify": {"type": "bool", "default": False},
+            "now": {"type": "str"},
+        },
+        supports_check_mode=True,
+    )
+    from ansible_collections.pgdr.supabase.plugins.module_utils import immutable
+    from ansible_collections.pgdr.supabase.plugins.module_utils.selection import parse_time
+
+    p = module.params
+    try:
+        result = immutable.secure(
+            s3_target(p["s3"]),
+            s3_target(p["secondary_s3"]),
+            p["prefix"],
+            p["source"],
+            selector=p["backup"],
+            lock_days=p["lock_days"],
+            mode=p["lock_mode"],
+            method=p["method"],
+            reverify=p["reverify"],
+            check_mode=module.check_mode,
+            now=parse_time(p["now"]) if p["now"] else None,
+        )
+        module.exit_json(**result)
+    except Exception as exc:  # the one error path
+        fail(module, exc)
+
+
+if __name__ == "__main__":
+    main()

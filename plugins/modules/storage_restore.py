@@ -1,0 +1,226 @@
+#!/usr/bin/python
+# Copyright: the pgdr authors. GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: storage_restore
+short_description: Restore a Storage backup run into a staging project's buckets
+description:
+  - Reads a storage backup run's manifest (the newest, a given run, or the newest at or before a logical backup's
+    id) and copies its objects from the backup bucket into the destination Storage endpoint's buckets, streaming
+    each one and verifying the SHA-256 recorded at backup before the object becomes visible (a damaged copy is
+    never written).
+  - Idempotent. An object already in the destination with the same size and the same SHA-256 (recorded in its
+    C(pgdr-sha256) metadata) or MD5 ETag is skipped, so a second run changes nothing. Objects the manifest does not
+    list are left alone; objects marked deleted are not restored.
+  - Buckets can be renamed on the way (O(bucket_map)); missing destination buckets are created only with
+    O(create_buckets).
+version_added: "0.1.0"
+author: pgdr authors
+extends_documentation_fragment:
+  - pgdr.supabase.s3
+  - pgdr.supabase.storage
+options:
+  source:
+    description: Name of the backed-up source in object keys, for example V(production).
+    type: str
+    required: true
+  storage:
+    description:
+      - The Storage endpoint to restore into (the staging project). For Supabase
+        V(https://<ref>.storage.supabase.co/storage/v1/s3) with the project's region and S3 access keys made in
+        its dashboard. Keys from the vault.
+    type: dict
+    required: true
+    suboptions:
+      endpoint_url:
+        description: S3 endpoint of the Storage service.
+        type: str
+      region:
+        description: Region used for signing (the project's region for Supabase).
+        type: str
+        default: us-east-1
+      access_key:
+        description: Access key id. Never logged.
+        type: str
+      secret_key:
+        description: Secret access key. Never logged.
+        type: str
+      session_token:
+        description: Session token of temporary credentials. Never logged.
+        type: str
+      ca_bundle:
+        description: CA certificate file to verify the endpoint's TLS certificate with.
+        type: path
+      validate_certs:
+        description: Verify the endpoint's TLS certificate.
+        type: bool
+        default: true
+      checksums:
+        description:
+          - When boto3 adds its own CRC checksums to requests and checks them in responses. V(when_required) is
+            what S3-compatible servers accept; V(when_supported) is boto3's own default since 1.36.
+        type: str
+        default: when_required
+        choices: [when_required, when_supported]
+  prefix:
+    description: Key prefix of all backups in the backup bucket.
+    type: str
+    default: backups
+  run_id:
+    description: The storage backup run to restore, or V(latest).
+    type: str
+    default: latest
+  at_or_before:
+    description:
+      - Restore the newest run at or before this UTC timestamp id (for example the logical backup's id
+        V(20261128T000000Z)), so files and database describe about the same moment. Overrides O(run_id).
+    type: str
+  buckets:
+    description: Source buckets to restore. Empty for all of the manifest's buckets.
+    type: list
+    elements: str
+    default: []
+  bucket_map:
+    description: Source bucket name to destination bucket name, for buckets restored under another name.
+    type: dict
+    default: {}
+  create_buckets:
+    description: Create destination buckets that do not exist (else the run fails naming them).
+    type: bool
+    default: false
+  concurrency:
+    description: Objects restored at once.
+    type: int
+    default: 4
+  part_size_mb:
+    description: Objects up to this many MiB are verified in memory and written with one PUT, larger ones by multipart.
+    type: int
+    default: 8
+  cross_check_dsn:
+    description:
+      - Connection string of the restored database. When set, its C(storage.objects) rows are compared with the
+        run's manifest, reporting objects referenced in the database but missing from the backup. Never logged.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    details: Reads the manifest and the destination and returns the plan (buckets to create, objects); writes nothing.
+  diff_mode:
+    support: none
+seealso:
+  - module: pgdr.supabase.storage_backup
+"""
+
+EXAMPLES = r"""
+- name: Restore production's newest storage backup into the staging project
+  pgdr.supabase.storage_restore:
+    source: production
+    s3:
+      bucket: acme-db-backups
+      region: eu-west-1
+    storage:
+      endpoint_url: https://tsrqponmlkjihgfedcba.storage.supabase.co/storage/v1/s3
+      region: eu-west-1
+      access_key: "{{ vault_staging_storage_s3_access_key }}"
+      secret_key: "{{ vault_staging_storage_s3_secret_key }}"
+    at_or_before: "{{ selected_backup_id }}"
+    create_buckets: true
+"""
+
+RETURN = r"""
+run_id:
+  description: Id of the storage backup run restored.
+  returned: always
+  type: str
+manifest_key:
+  description: Key of that run's manifest.
+  returned: always
+  type: str
+plan:
+  description: Buckets (existing or to create), counts (objects, copy, skip, overwrite), the first objects to copy.
+  returned: always
+  type: dict
+restored:
+  description: Objects written now.
+  returned: always
+  type: int
+bytes_restored:
+  description: Bytes written now.
+  returned: always
+  type: int
+cross_check:
+  description: C(storage.objects) of O(cross_check_dsn) against the manifest (C(missing), C(unreferenced)).
+  returned: with O(cross_check_dsn)
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import backup_set_spec, fail, s3_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+
+
+def main():
+    from ansible_collections.pgdr.supabase.plugins.module_utils import storage_assets as sa
+
+    module = AnsibleModule(
+        argument_spec={
+            **backup_set_spec(),
+            "storage": sa.storage_spec(),
+            "run_id": {"type": "str", "default": "latest"},
+            "at_or_before": {"type": "str"},
+            "buckets": {"type": "list", "elements": "str", "default": []},
+            "bucket_map": {"type": "dict", "default": {}},
+            "create_buckets": {"type": "bool", "default": False},
+            "concurrency": {"type": "int", "default": 4},
+            "part_size_mb": {"type": "int", "default": 8},
+            "cross_check_dsn": {"type": "str", "no_log": True},
+            "fail_on_missing": {"type": "bool", "default": False},
+            "plan_limit": {"type": "int", "default": 100},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        backup = s3_target(p["s3"])
+        sprefix = sa.storage_prefix(p["prefix"], p["source"])
+        runs = sa.list_runs(backup, sprefix)
+        run_id = sa.select_run(runs, p["run_id"], p["at_or_before"])
+        if run_id is None:
+            raise DRError(
+                f"no storage backup run matches (run_id={p['run_id']}, at_or_before={p['at_or_before']})",
+                step="select storage backup",
+                subject=backup.where(sprefix + "manifests/"),
+                hint=f"runs found: {', '.join(runs[-5:]) or 'none'}; run the storage backup first or pick one of them",
+            )
+        manifest = sa.load_manifest(backup, sprefix, run_id)
+        result = sa.restore_assets(
+            backup,
+            manifest,
+            sa.storage_target(p["storage"]),
+            bucket_map=p["bucket_map"],
+            buckets=p["buckets"],
+            create_buckets=p["create_buckets"],
+            check_mode=module.check_mode,
+            concurrency=p["concurrency"],
+            part_size=p["part_size_mb"] * 1024 * 1024,
+            region=p["storage"].get("region"),
+            limit=p["plan_limit"],
+        )
+        result.update(run_id=run_id, manifest_key=sa.manifest_key(sprefix, run_id))
+        counts = result["plan"]["counts"]
+        verb = "would restore" if module.check_mode else "restored"
+        result["msg"] = (
+            f"storage run {run_id} of {p['source']}: {verb} {counts['copy']} of {counts['objects']} objects "
+            f"({counts['skip']} already there)"
+        )
+        if p["cross_check_dsn"]:
+            result["cross_check"] = sa.cross_check(p["cross_check_dsn"], manifest, p["buckets"], p["plan_limit"])
+            sa.report_missing(module, result, p["fail_on_missing"], f"storage run {run_id}")
+        module.exit_json(**result)
+    except Exception as exc:  # the one error path
+        fail(module, exc)
+
+
+if __name__ == "__main__":
+    main()
