@@ -10,8 +10,10 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Debian packages the runbooks and the sandbox call: PostgreSQL 15 server and client binaries,
+# pg_cron (the sandbox runs it as a hosted project does), pgTAP and pg_prove (the app's database tests),
 # pgBackRest (physical backups), openssl (the sandbox's certificates).
-APT_PACKAGES := postgresql-15 postgresql-client-15 pgbackrest openssl
+APT_PACKAGES := postgresql-15 postgresql-client-15 postgresql-15-cron postgresql-15-pgtap \
+  libtap-parser-sourcehandler-pgtap-perl pgbackrest openssl
 
 .PHONY: help setup system-packages drill test lint unit sandbox-up sandbox-down sandbox-status bench bench-restore clean
 

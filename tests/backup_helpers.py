@@ -31,10 +31,11 @@ def dsn_for(state, target, dbname):
 
 
 def scratch_database(state, target="staging"):
-    """A new database on the target cluster, made from its bootstrapped `postgres` database (like a new project)."""
+    """A new database on the target cluster, made from its platform template (`postgres` itself is always in use by
+    the platform sessions, as on a hosted project)."""
     name = f"scratch_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn_for(state, target, "postgres"), autocommit=True) as conn:
-        conn.execute(f'create database "{name}" template postgres')
+        conn.execute(f'create database "{name}" template platform_template')
     return name
 
 

@@ -14,7 +14,8 @@ import re
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+# 1: data in one pg_dump archive (still restored); 2: data as COPY streams in data objects, and an index object.
+MANIFEST_VERSION = 2
 BACKUP_ID_FORMAT = "%Y%m%dT%H%M%SZ"
 BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
 WINDOWS = ("daily", "hourly", "every_run")

@@ -75,8 +75,18 @@ SUPABASE_DATA_EXCLUDE = (
     "_analytics",
     "_realtime",
     "_supavisor",
+    # pg_net's request queue: a copy of production's would send production's pending requests from staging.
+    "net",
 )
-SUPABASE_DATA_EXCLUDE_TABLES = ("auth.schema_migrations", "storage.migrations", "supabase_functions.migrations")
+SUPABASE_DATA_EXCLUDE_TABLES = (
+    "auth.schema_migrations",
+    "storage.migrations",
+    "supabase_functions.migrations",
+    # pg_cron's run history (logs of production's runs).
+    "cron.job_run_details",
+)
+# Schemas of extensions whose sequences are the extension's own (a restore makes new jobs, with new ids).
+EXTENSION_SCHEMAS_WITHOUT_SEQUENCES = ("cron",)
 MIGRATIONS_SCHEMA = "supabase_migrations"
 SYSTEM_SCHEMAS = ("information_schema", "pg_*")
 
@@ -111,70 +121,39 @@ def _excludes(flag, patterns):
     return [f"{flag}={pattern}" for pattern in patterns]
 
 
-def backup_objects(flavor, snapshot=None, has_migrations=False):
-    """The objects of a logical backup for a source of the given flavor, in restore order.
+def backup_objects(flavor, snapshot=None):
+    """The objects of a logical backup that pg_dumpall and pg_dump write, in restore order: the roles and the
+    schema. The rows come next, as COPY streams (tabledata), then the index.
 
-    Every pg_dump reads the same exported snapshot, so schema, data, migration history and the row counts
-    recorded in the manifest describe one instant.
+    Every pg_dump reads the same exported snapshot, so schema, data and the manifest describe one instant.
     """
     if flavor not in FLAVORS:
         raise ValueError(f"unknown flavor {flavor!r}; expected one of {', '.join(FLAVORS)}")
     snap = [f"--snapshot={snapshot}"] if snapshot else []
     # -Z0: pg_dump hands out raw bytes; the pipeline compresses with zstd, faster than pg_dump's gzip.
     custom = ["--format=custom", "--compress=0", *snap]
-    objects = [
-        DumpObject(
-            "roles",
-            "pg_dumpall",
-            ["--roles-only", "--no-role-passwords", "--no-comments"],
-            "plain",
-            "cluster roles, reserved platform roles filtered out, no passwords",
-            flavor,
-        ),
-    ]
+    roles = DumpObject(
+        "roles",
+        "pg_dumpall",
+        ["--roles-only", "--no-role-passwords", "--no-comments"],
+        "plain",
+        "cluster roles, reserved platform roles filtered out, no passwords",
+        flavor,
+    )
     if flavor == "supabase":
-        objects += [
-            DumpObject(
-                "schema",
-                "pg_dump",
-                [*custom, "--schema-only", *_excludes("--exclude-schema", SUPABASE_SCHEMA_EXCLUDE)],
-                "custom",
-                "schema of the application schemas",
-                flavor,
-            ),
-            DumpObject(
-                "data",
-                "pg_dump",
-                [
-                    *custom,
-                    "--data-only",
-                    *_excludes("--exclude-schema", SUPABASE_DATA_EXCLUDE),
-                    *_excludes("--exclude-table", SUPABASE_DATA_EXCLUDE_TABLES),
-                ],
-                "custom",
-                "data of application, auth and storage tables",
-                flavor,
-            ),
-        ]
-        if has_migrations:
-            objects.append(
-                DumpObject(
-                    "migrations",
-                    "pg_dump",
-                    [*custom, f"--schema={MIGRATIONS_SCHEMA}"],
-                    "custom",
-                    "migration history (supabase_migrations), schema and data",
-                    flavor,
-                )
-            )
+        schema = DumpObject(
+            "schema",
+            "pg_dump",
+            [*custom, "--schema-only", *_excludes("--exclude-schema", SUPABASE_SCHEMA_EXCLUDE)],
+            "custom",
+            "schema of the application schemas",
+            flavor,
+        )
     else:
-        objects += [
-            DumpObject(
-                "schema", "pg_dump", [*custom, "--schema-only"], "custom", "schema of every user schema", flavor
-            ),
-            DumpObject("data", "pg_dump", [*custom, "--data-only"], "custom", "data of every user table", flavor),
-        ]
-    return objects
+        schema = DumpObject(
+            "schema", "pg_dump", [*custom, "--schema-only"], "custom", "schema of every user schema", flavor
+        )
+    return [roles, schema]
 
 
 def schema_in_dump(schema, flavor):
@@ -196,6 +175,7 @@ def table_in_data(schema, table, flavor):
 _ROLE_LINE = re.compile(r'^(?P<verb>CREATE|ALTER) ROLE (?P<role>"(?:[^"]|"")+"|\S+?)[ ;]')
 _GRANT_LINE = re.compile(r'^GRANT (?P<granted>"(?:[^"]|"")+"|\S+) TO (?P<member>"(?:[^"]|"")+"|\S+?)(?P<rest>[ ;].*)$')
 _GRANTED_BY = re.compile(r" GRANTED BY (\"(?:[^\"]|\"\")+\"|\S+?)(?=;)")
+_PARAMETER_GRANT = re.compile(r"^GRANT .+ ON PARAMETER \S+ TO (?P<grantees>.+?)(?: WITH GRANT OPTION)?;\s*$")
 
 
 def _unquote(name):
@@ -205,18 +185,23 @@ def _unquote(name):
 def filter_roles_sql(lines, flavor):
     """Drop the reserved roles from pg_dumpall --roles-only output; yields the kept lines.
 
-    CREATE/ALTER ROLE of a reserved role and memberships between two reserved roles go (the target has
-    them); memberships involving an application role stay. ``GRANTED BY`` clauses are dropped because the
+    CREATE/ALTER ROLE of a reserved role, memberships of a reserved role in a reserved or built-in (``pg_*``)
+    role, and parameter privileges of reserved roles go (the target has them, and only its platform may grant
+    them); memberships and privileges of an application role stay. ``GRANTED BY`` clauses are dropped because the
     grantor may not exist on the target.
     """
     reserved = SUPABASE_RESERVED_ROLES if flavor == "supabase" else POSTGRES_RESERVED_ROLES
+    platform = (*reserved, "pg_*")  # the built-in roles are every cluster's
     for line in lines:
         role = _ROLE_LINE.match(line)
         if role and matches(_unquote(role.group("role")), reserved):
             continue
+        parameter = _PARAMETER_GRANT.match(line)
+        if parameter and all(matches(_unquote(g.strip()), reserved) for g in parameter.group("grantees").split(",")):
+            continue  # the platform's own parameter privileges (SET session_replication_role for postgres)
         grant = _GRANT_LINE.match(line.rstrip("\n"))
         if grant:
-            if matches(_unquote(grant.group("granted")), reserved) and matches(
+            if matches(_unquote(grant.group("granted")), platform) and matches(
                 _unquote(grant.group("member")), reserved
             ):
                 continue

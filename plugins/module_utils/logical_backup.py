@@ -1,11 +1,17 @@
-"""The logical backup: pg_dump -> zstd -> SHA-256 -> S3 multipart upload, with the manifest as commit point.
+"""The logical backup: roles and schema through pg_dumpall/pg_dump, every table's rows as COPY streams in data
+objects written by parallel workers, and an index (the app's catalog fingerprint, the objects it puts on the
+platform's tables, each table's content digest, sequence values), each stream -> zstd -> (age) -> SHA-256 -> S3
+multipart upload; the manifest, written last, is the commit point.
 
-``plan()`` reads the source and the bucket and says what a run would do; ``run()`` does it. Nothing is
-buffered on disk; memory is bounded by part size x upload concurrency plus zstd's window.
+Everything reads one snapshot, exported by a repeatable-read transaction: the dumps, the COPY sessions, the
+fingerprint and the row counts describe one instant. ``plan()`` reads the source and the bucket and says what a
+run would do; ``run()`` does it. Nothing is buffered on disk; memory is bounded by jobs x (upload concurrency + 1)
+x part size plus zstd's windows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -13,7 +19,16 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, dumpspec, pg
+from ansible_collections.pgdr.supabase.plugins.module_utils import (
+    catalog,
+    crypto,
+    disarm,
+    dumpspec,
+    fingerprint,
+    loader,
+    pg,
+    tabledata,
+)
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
 from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import MultipartWriter, part_size_for
@@ -26,7 +41,7 @@ except ImportError:  # pragma: no cover - reported by the modules
     HAS_ZSTD = False
 
 TOOL_NAME = "pgdr"
-TOOL_VERSION = "0.1.0"
+TOOL_VERSION = "0.2.0"
 READ_SIZE = 1024 * 1024
 
 
@@ -46,7 +61,7 @@ class BackupRequest:
         compression_threads=1,
         part_size=None,
         concurrency=3,
-        count_rows=True,
+        jobs=2,
         lock_wait=0,
         lock_stale_after=600,
         progress_file=None,
@@ -66,7 +81,7 @@ class BackupRequest:
         self.compression_threads = compression_threads
         self.part_size = part_size
         self.concurrency = concurrency
-        self.count_rows = count_rows
+        self.jobs = max(1, int(jobs))
         self.lock_wait = lock_wait
         self.lock_stale_after = lock_stale_after
         self.progress_file = progress_file
@@ -82,7 +97,10 @@ class BackupRequest:
 
     def object_key(self, obj):
         """Key of a dump object: .zst, then .age when it is encrypted."""
-        return self.key(obj.filename + (".zst.age" if self.recipients else ".zst"))
+        return self.stored_key(obj.filename)
+
+    def stored_key(self, filename):
+        return self.key(filename + (".zst.age" if self.recipients else ".zst"))
 
 
 def sse_arguments(sse):
@@ -141,7 +159,11 @@ def plan(request):
         else request.target.list_keys(catalog.backup_prefix(request.prefix, request.source, request.backup_id))
     )
     holder = request.target.get_json(catalog.lock_key(request.prefix, request.source), step="read lock")
-    objects = dumpspec.backup_objects(facts["flavor"], snapshot=None, has_migrations=facts["has_migrations"])
+    objects = dumpspec.backup_objects(facts["flavor"])
+    with pg.connect(request.dsn, step="connect source") as conn:
+        tables = tabledata.list_tables(conn, facts["flavor"])
+        split = conn.info.server_version >= tabledata.TID_RANGE_SCANS
+    parts = tabledata.plan_parts(tables, split=split)
     return {
         "action": "none" if manifest else "create",
         "backup_id": request.backup_id,
@@ -161,6 +183,23 @@ def plan(request):
                 "description": o.description,
             }
             for o in objects
+        ]
+        + [
+            {
+                "name": loader.INDEX_NAME,
+                "key": request.stored_key("index.json"),
+                "format": "json",
+                "tool": "pgdr",
+                "description": "catalog fingerprint, content digests, data sections",
+            },
+            {
+                "name": "data",
+                "key": request.stored_key("data-NNNN.copy"),
+                "format": "copy",
+                "tool": "COPY",
+                "description": f"rows of {len(tables)} tables in {len(parts)} objects, written by {request.jobs} "
+                "workers",
+            },
         ],
         "leftovers": [key for key, _ in leftovers],
         "encryption": f"age, to {len(request.recipients)} recipient(s)" if request.recipients else "none",
@@ -196,34 +235,90 @@ class _Progress:
             self.line(f"{self.name}: {size / 1e6:.0f} MB stored ({rate:.0f} MB/s compressed)")
 
 
+class _Store:
+    """One object of the backup set being written: bytes -> zstd -> (age) -> S3 multipart upload with SHA-256.
+
+    Nothing is visible under the key until close(); abort() removes what was uploaded."""
+
+    def __init__(self, request, name, key, part_size, progress=None, concurrency=None):
+        self.request = request
+        self.name = name
+        self.key = key
+        self.started = time.monotonic()
+        self.writer = MultipartWriter(
+            request.target,
+            key,
+            part_size=part_size,
+            concurrency=concurrency or request.concurrency,
+            on_progress=progress.stored if progress else None,
+            extra_args=request.sse_args,
+        )
+        self.sink = crypto.EncryptingWriter(self.writer, request.recipients) if request.recipients else self.writer
+        self.compressor = zstandard.ZstdCompressor(
+            level=request.compression_level, threads=request.compression_threads, write_checksum=True
+        )
+        self._stream = None
+        self.raw_size = 0
+
+    def write(self, data):
+        if self._stream is None:
+            self._stream = self.compressor.stream_writer(self.sink, closefd=False, write_size=READ_SIZE)
+        self._stream.write(data)
+        self.raw_size += len(data)
+
+    def copy_stream(self, fh):
+        """Compress a whole stream (a tool's stdout) in one go."""
+        read, _ = self.compressor.copy_stream(fh, self.sink, read_size=READ_SIZE, write_size=READ_SIZE)
+        self.raw_size += read
+
+    def close(self, **extra):
+        """Complete the object; returns its manifest entry (extra keys added)."""
+        if self._stream is None:
+            self.write(b"")
+        self._stream.flush(zstandard.FLUSH_FRAME)
+        if self.sink is not self.writer:
+            self.sink.close()
+        size, sha256 = self.writer.close()
+        entry = {
+            "name": self.name,
+            "key": self.key,
+            "size": size,
+            "sha256": sha256,
+            "raw_size": self.raw_size,
+            "compression": {"algorithm": "zstd", "level": self.request.compression_level},
+            "encryption": None,
+            "server_side_encryption": self.request.sse_args.get("ServerSideEncryption"),
+            "parts": len(self.writer.parts) or 1,
+            "duration_s": round(time.monotonic() - self.started, 3),
+            **extra,
+        }
+        if self.sink is not self.writer:
+            # sha256 covers what is stored; plain_sha256 what decryption must give back (the zstd stream).
+            entry["encryption"] = {"algorithm": "age-x25519", "recipients": self.request.recipient_texts}
+            entry["plain_sha256"] = self.sink.plain_sha256
+            entry["plain_size"] = self.sink.plain_size
+        return entry
+
+    def abort(self):
+        """Remove the upload; returns the abort's own error, if any."""
+        if self.sink is not self.writer:
+            self.sink.abort()
+        return self.writer.abort()
+
+
 def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
-    """Stream one dump object into S3 (through zstd, and age when encrypting); return its manifest entry."""
-    key = request.object_key(obj)
+    """Stream one pg_dump/pg_dumpall object into S3; return its manifest entry."""
     argv = [tools[obj.kind]["path"], *obj.args, f"--dbname={conninfo}"]
-    started = time.monotonic()
     progress.begin(obj.name)
-    writer = MultipartWriter(
-        request.target,
-        key,
-        part_size=part_size,
-        concurrency=request.concurrency,
-        on_progress=progress.stored,
-        extra_args=request.sse_args,
-    )
-    sink = crypto.EncryptingWriter(writer, request.recipients) if request.recipients else writer
-    compressor = zstandard.ZstdCompressor(
-        level=request.compression_level, threads=request.compression_threads, write_checksum=True
-    )
+    store = _Store(request, obj.name, request.object_key(obj), part_size, progress)
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, env=env, bufsize=0)
         try:
             if obj.name == "roles":
                 text = proc.stdout.read().decode("utf-8")
-                raw = "".join(dumpspec.filter_roles_sql(text.splitlines(keepends=True), obj.flavor)).encode("utf-8")
-                sink.write(compressor.compress(raw))
-                raw_size = len(raw)
+                store.write("".join(dumpspec.filter_roles_sql(text.splitlines(keepends=True), obj.flavor)).encode())
             else:
-                raw_size, _ = compressor.copy_stream(proc.stdout, sink, read_size=READ_SIZE, write_size=READ_SIZE)
+                store.copy_stream(proc.stdout)
             code = proc.wait()
             if code != 0:
                 how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
@@ -233,43 +328,121 @@ def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
                     subject=pg.describe_dsn(request.dsn),
                     hint="read the message above; the backup was not committed",
                 )
-            if sink is not writer:
-                sink.close()
-            size, sha256 = writer.close()
+            entry = store.close(format=obj.format, description=obj.description)
         except BaseException as exc:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            if sink is not writer:
-                sink.abort()
-            abort_error = writer.abort()
-            if isinstance(exc, DRError) and abort_error:
-                exc.message += f" (aborting the upload also failed: {abort_error})"
+            _aborted(store, exc)
             raise
         finally:
             proc.stdout.close()
-    duration = time.monotonic() - started
-    progress.line(f"{obj.name}: done, {raw_size / 1e6:.1f} MB dumped, {size / 1e6:.1f} MB stored, {duration:.1f} s")
-    entry = {
-        "name": obj.name,
-        "key": key,
-        "format": obj.format,
-        "size": size,
-        "sha256": sha256,
-        "raw_size": raw_size,
-        "compression": {"algorithm": "zstd", "level": request.compression_level},
-        "encryption": None,
-        "server_side_encryption": request.sse_args.get("ServerSideEncryption"),
-        "parts": len(writer.parts) or 1,
-        "duration_s": round(duration, 3),
-        "description": obj.description,
-    }
-    if sink is not writer:
-        # sha256 covers what is stored; plain_sha256 what decryption must give back (the zstd stream).
-        entry["encryption"] = {"algorithm": "age-x25519", "recipients": request.recipient_texts}
-        entry["plain_sha256"] = sink.plain_sha256
-        entry["plain_size"] = sink.plain_size
+    progress.line(
+        f"{obj.name}: done, {entry['raw_size'] / 1e6:.1f} MB dumped, {entry['size'] / 1e6:.1f} MB stored, "
+        f"{entry['duration_s']:.1f} s"
+    )
     return entry
+
+
+def _aborted(store, exc):
+    abort_error = store.abort()
+    if isinstance(exc, DRError) and abort_error:
+        exc.message += f" (aborting the upload also failed: {abort_error})"
+
+
+def _data_session(request, snapshot_id):
+    """A session reading the backup's snapshot, with the settings every COPY of the data set uses."""
+    conn = pg.connect(request.dsn, step="connect source", application_name="pgdr backup data")
+    conn.isolation_level = pg.psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    pg.import_snapshot(conn, snapshot_id)
+    tabledata.apply_settings(conn)
+    return conn
+
+
+def _dump_part(request, snapshot_id, number, part, part_size, progress):
+    """Write one data object: the COPY streams of its tables (or range of pages), each folded into its content
+    digest on the way. Returns (manifest entry, sections)."""
+    name = f"data-{number:04d}"
+    conn = _data_session(request, snapshot_id)
+    store = _Store(request, name, request.stored_key(f"{name}.copy"), part_size, concurrency=2)
+    sections, offset = [], 0
+    try:
+        for table, pages in part:
+            digest = tabledata.copy_rows(conn, tabledata.copy_out_query(table, pages), store.write, tabledata.Digest())
+            sections.append(
+                {
+                    "schema": table.schema,
+                    "table": table.name,
+                    "columns": table.columns,
+                    "pages": list(pages) if pages else None,
+                    "offset": offset,
+                    "length": digest.bytes,
+                    "rows": digest.rows,
+                    "digest": digest.text(),
+                }
+            )
+            offset += digest.bytes
+        entry = store.close(
+            format="copy",
+            kind="data",
+            rows=sum(s["rows"] for s in sections),
+            tables=len(sections),
+            description=f"rows of {len(sections)} table section(s) in COPY text format",
+        )
+    except BaseException as exc:
+        _aborted(store, exc)
+        if isinstance(exc, pg.psycopg.Error):
+            raise DRError(
+                f"reading the rows of {table.key} failed: {str(exc).strip().splitlines()[0]}",
+                step="dump data",
+                subject=pg.describe_dsn(request.dsn),
+                hint="read the message above; the backup was not committed",
+            ) from exc
+        raise
+    finally:
+        conn.close()
+    progress.line(
+        f"{name}: {entry['rows']} rows of {entry['tables']} table section(s), {entry['raw_size'] / 1e6:.1f} MB, "
+        f"stored {entry['size'] / 1e6:.1f} MB in {entry['duration_s']:.1f} s"
+    )
+    return entry, sections
+
+
+def _dump_data(request, snapshot, flavor, part_size, progress):
+    """Every table's rows in data objects, written by request.jobs workers in the snapshot. Returns the manifest
+    entries, their sections and the content digest of each table."""
+    tables = tabledata.list_tables(snapshot.conn, flavor)
+    pg.lock_tables(snapshot.conn, [(t.schema, t.name) for t in tables])
+    split = snapshot.conn.info.server_version >= tabledata.TID_RANGE_SCANS
+    parts = tabledata.plan_parts(tables, split=split)
+    progress.line(f"data: {len(tables)} tables in {len(parts)} objects, {request.jobs} workers")
+    results = tabledata.Workers(request.jobs).run(
+        list(enumerate(parts, 1)),
+        lambda item: _dump_part(request, snapshot.id, item[0], item[1], part_size, progress),
+    )
+    entries = [entry for entry, _ in results]
+    sections = {entry["name"]: secs for entry, secs in results}
+    content = {}
+    for secs in sections.values():
+        for section in secs:
+            key = f"{section['schema']}.{section['table']}"
+            digest = tabledata.Digest.parse(section["digest"])
+            content[key] = content[key].merge(digest) if key in content else digest
+    for table in tables:  # a table whose every range was empty still has its digest
+        content.setdefault(table.key, tabledata.Digest())
+    return entries, sections, {key: digest.text() for key, digest in sorted(content.items())}
+
+
+def _store_index(request, index, part_size):
+    """The index object: compressed JSON (and encrypted like the rest), its digest in the manifest."""
+    store = _Store(request, loader.INDEX_NAME, request.stored_key("index.json"), part_size)
+    try:
+        store.write(json.dumps(index, sort_keys=True, separators=(",", ":")).encode())
+        return store.close(format="json", description="catalog fingerprint, content digests, data sections")
+    except BaseException as exc:
+        _aborted(store, exc)
+        raise
 
 
 def _cleanup(request, step):
@@ -282,22 +455,6 @@ def _cleanup(request, step):
     keys = [key for key, _ in request.target.list_keys(folder, step=step)]
     request.target.delete_keys(keys, step=step)
     return removed + keys
-
-
-def _count_in_background(snapshot, tables):
-    box = {}
-
-    def work():
-        started = time.monotonic()
-        try:
-            box["counts"] = pg.row_counts(snapshot.conn, tables)
-        except BaseException as exc:  # reported by the caller
-            box["error"] = exc
-        box["duration"] = time.monotonic() - started
-
-    thread = threading.Thread(target=work, name="row-counts", daemon=True)
-    thread.start()
-    return thread, box
 
 
 class _Interrupted(BaseException):
@@ -388,37 +545,52 @@ def _take(request, facts, tools, timings, started_wall):
     progress.line(f"backup {request.backup_id} of {request.source} started")
     conninfo, env = pg.client_env(request.dsn, app_name="pgdr backup")
     part_size = request.part_size or part_size_for(facts["database_size"])
+    flavor = facts["flavor"]
     t0 = time.monotonic()
     snapshot = pg.Snapshot(request.dsn)
     try:
-        tables = pg.user_tables(snapshot.conn, facts["flavor"])
-        objects_defs = pg.schema_objects(snapshot.conn, facts["flavor"])
+        scope = fingerprint.Scope(snapshot.conn, flavor)
+        catalog_fp = fingerprint.capture(snapshot.conn, flavor, scope)
+        platform = fingerprint.platform_ddl(snapshot.conn, scope) if flavor == "supabase" else []
+        hooks = disarm.webhooks(snapshot.conn, scope)
+        jobs = disarm.cron_jobs(snapshot.conn, scope)
+        outgoing = disarm.outgoing_functions(snapshot.conn, scope)
+        not_carried = pg.not_carried(snapshot.conn, flavor)
+        sequences = pg.sequence_values(snapshot.conn, flavor)
         versions = pg.migration_versions(snapshot.conn)
         timings["snapshot"] = time.monotonic() - t0
-        counter = _count_in_background(snapshot, tables) if request.count_rows else None
         objects = []
-        for obj in dumpspec.backup_objects(facts["flavor"], snapshot.id, facts["has_migrations"]):
+        for obj in dumpspec.backup_objects(flavor, snapshot.id):
             t1 = time.monotonic()
             objects.append(_dump_object(request, obj, tools, conninfo, env, part_size, progress))
             timings[f"dump_{obj.name}"] = time.monotonic() - t1
-        counts = None
-        if counter:
-            t1 = time.monotonic()
-            counter[0].join()
-            timings["row_counts_wait"] = time.monotonic() - t1
-            if "error" in counter[1]:
-                raise DRError(
-                    f"counting rows failed: {counter[1]['error']}",
-                    step="count rows",
-                    subject=pg.describe_dsn(request.dsn),
-                )
-            counts = counter[1]["counts"]
+        t1 = time.monotonic()
+        data_entries, sections, content = _dump_data(request, snapshot, flavor, part_size, progress)
+        timings["dump_data"] = time.monotonic() - t1
     finally:
-        if counter and counter[0].is_alive():
-            # A dump failed while the rows were still being counted: stop the count before closing its session.
-            snapshot.conn.cancel()
-            counter[0].join(timeout=30)
         snapshot.close()
+    counts = {key: tabledata.Digest.parse(text).rows for key, text in content.items()}
+    index = {
+        "index_version": 1,
+        "fingerprint": catalog_fp,
+        "platform_ddl": [item for item in platform if item["key"] not in {h["key"] for h in hooks}],
+        "webhooks": hooks,
+        "cron_jobs": jobs,
+        "outgoing_functions": outgoing,
+        "not_carried": not_carried,
+        "content": content,
+        "sections": sections,
+        "sequences": sequences,
+        "extensions": {
+            key.split(" ", 1)[1]: entry["def"]
+            for key, entry in catalog_fp["objects"].items()
+            if key.startswith("extension ")
+        },
+    }
+    t1 = time.monotonic()
+    objects.append(_store_index(request, index, part_size))
+    timings["index"] = time.monotonic() - t1
+    objects += data_entries
     finished_wall = catalog.utcnow()
     progress.line(f"backup {request.backup_id} of {request.source}: all objects stored")
     return {
@@ -451,7 +623,20 @@ def _take(request, facts, tools, timings, started_wall):
         "duration_s": round((finished_wall - started_wall).total_seconds(), 3),
         "restore_order": [o["name"] for o in objects],
         "objects": objects,
+        "data": {
+            "format": "copy",
+            "objects": len(data_entries),
+            "jobs": request.jobs,
+            "tables": len(content),
+            "rows": sum(counts.values()),
+            "raw_size": sum(e["raw_size"] for e in data_entries),
+        },
         "tables": counts,
-        "schema": {"fingerprint": pg.fingerprint(objects_defs), "objects": objects_defs},
+        "schema": {"fingerprint": catalog_fp_digest(catalog_fp), "objects": len(catalog_fp["objects"])},
         "migrations": {"versions": versions},
     }
+
+
+def catalog_fp_digest(catalog_fp):
+    """One SHA-256 over the catalog fingerprint (the manifest's summary of it; the index holds it whole)."""
+    return hashlib.sha256(json.dumps(catalog_fp, sort_keys=True).encode()).hexdigest()

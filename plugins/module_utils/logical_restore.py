@@ -19,7 +19,15 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, pg
+from ansible_collections.pgdr.supabase.plugins.module_utils import (
+    catalog,
+    crypto,
+    dumpspec,
+    fingerprint,
+    loader,
+    pg,
+    project,
+)
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3_ERRORS, RangedReader, is_not_found, translate
 from ansible_collections.pgdr.supabase.plugins.module_utils.selection import READ_SIZE, check_digest, open_object
@@ -39,13 +47,12 @@ except ImportError:  # pragma: no cover
 
 MARKER_PREFIX = "pgdr:"
 TEMP_SUFFIX = "__pgdr_restoring"
-MODES = ("new_database", "existing")
+MODES = ("new_database", "project")
 # stream: the data object goes from S3 straight into pg_restore (no local copy; indexes still build in parallel);
 # file: a verified local copy first, then pg_restore -j for the data too (needs its uncompressed size on disk).
 DATA_MODES = ("stream", "file")
 # Identifiers PostgreSQL accepts unquoted are all we create, so names never need quoting games in messages.
 DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_CREATE_ROLE = re.compile(r'^CREATE ROLE (?P<role>"(?:[^"]|"")+"|[^\s;]+);\s*$')
 
 
 class RestoreRequest:
@@ -69,6 +76,8 @@ class RestoreRequest:
         progress_file=None,
         decryption_identities=(),
         data_mode="stream",
+        skip_extensions=(),
+        disarm=True,
     ):
         if mode not in MODES:
             raise DRError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}", step="plan restore")
@@ -78,7 +87,7 @@ class RestoreRequest:
         self.mode = mode
         self.backup_id = manifest["backup_id"]
         _, _, dsn_db = pg.dsn_parts(target_dsn)
-        if mode == "existing":
+        if mode == "project":
             self.database = dsn_db
         else:
             self.database = database or f"{database_prefix}_{self.backup_id.lower()}"
@@ -88,7 +97,7 @@ class RestoreRequest:
                 step="plan restore",
                 hint="use lowercase letters, digits and '_' (at most 63 characters)",
             )
-        self.temp_database = self.database if mode == "existing" else self.database[:46] + TEMP_SUFFIX
+        self.temp_database = self.database if mode == "project" else self.database[:46] + TEMP_SUFFIX
         self.maintenance_db = dsn_db
         self.template = template or (dsn_db if manifest["source"].get("flavor") == "supabase" else "template0")
         self.jobs = max(1, int(jobs))
@@ -106,6 +115,9 @@ class RestoreRequest:
         self.tools = None  # {name: path}, found once by _tools()
         self.manifest_sha256 = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
         self.identities = crypto.parse_identities(decryption_identities) if decryption_identities else None
+        self.skip_extensions = list(skip_extensions or ())
+        self.disarm = bool(disarm)
+        self.version = int(manifest.get("manifest_version", 1))
 
     @property
     def where(self):
@@ -200,9 +212,12 @@ def _tools(request):
 
 
 def _local_objects(request):
-    """Names of the objects copied to local disk before the restore (all but a streamed data object)."""
+    """Names of the objects copied to local disk before the restore: the small ones (roles, schema, index, a
+    version 1 migration history), and a version 1 data archive with data_mode file; data objects always stream."""
     return [
-        o["name"] for o in request.manifest["objects"] if not (o["name"] == "data" and request.data_mode == "stream")
+        o["name"]
+        for o in request.manifest["objects"]
+        if o.get("kind") != "data" and not (o["name"] == "data" and request.data_mode == "stream")
     ]
 
 
@@ -211,11 +226,18 @@ def _disk_needed(request):
     return sum(int(o.get("raw_size") or o["size"]) for o in request.manifest["objects"] if o["name"] in local)
 
 
+def _read_target_marker(conn, request):
+    """The marker of the database the restore would write: the new database's comment, or the project's table."""
+    if request.mode == "project":
+        return project.read_marker(conn)
+    return read_marker(conn, request.database)
+
+
 def plan(request):
     """What a run would do, read without writing: the marker found, the steps, the disk needed."""
     guard = production_guard(request)
     with pg.connect(request.target_dsn, step="connect restore target") as conn:
-        marker = read_marker(conn, request.database)
+        marker = _read_target_marker(conn, request)
         template_exists = read_marker(conn, request.template) is not None or request.template == "template0"
         server = pg.server_facts(conn)
     _tools(request)
@@ -245,28 +267,8 @@ def plan(request):
             hint="set the template option to a platform-ready database",
         )
     free = shutil.disk_usage(request.workdir).free if os.path.isdir(request.workdir) else None
-    steps = (
-        []
-        if done
-        else [
-            f"download and verify {len(request.manifest['objects'])} objects into {request.workdir} "
-            f"({_disk_needed(request)} bytes needed, {free} free)",
-            f"create database {request.temp_database} from template {request.template}"
-            if request.mode == "new_database"
-            else f"restore into the existing database {request.database}",
-            "restore roles (existing ones kept)",
-            "restore schema (pre-data)",
-            "restore data in replica mode, "
-            + ("streamed from S3, verified as it arrives" if request.data_mode == "stream" else "from the local copy"),
-            "build indexes and constraints (post-data)",
-            "restore migration history"
-            if _object(request.manifest, "migrations")
-            else "no migration history in backup",
-            f"rename {request.temp_database} to {request.database} and mark it with backup {request.backup_id}"
-            if request.mode == "new_database"
-            else f"mark {request.database} with backup {request.backup_id}",
-        ]
-    )
+    data = [o for o in request.manifest["objects"] if o.get("kind") == "data"]
+    steps = [] if done else _planned_steps(request, marker, data, free)
     return {
         "action": "none" if done else "restore",
         "backup_id": request.backup_id,
@@ -281,6 +283,54 @@ def plan(request):
         "disk_free": free,
         "steps": steps,
     }
+
+
+def _planned_steps(request, marker, data, free):
+    first = (
+        [f"create database {request.temp_database} from template {request.template}"]
+        if request.mode == "new_database"
+        else [
+            f"mark {request.database} as restoring, then remove the app "
+            + (f"of backup {marker.get('backup_id')} " if marker else "")
+            + "(the app's schemas, public's objects, the app's objects on the platform's tables, the platform "
+            "rows the backup carries); platform objects stay"
+        ]
+    )
+    if request.version >= 2:
+        load = [
+            "set the default privileges of the app's roles to the built-in ones for the load",
+            "restore roles (existing ones kept)",
+            "restore schema (pre-data; entries the platform owns left out)",
+            f"restore data: {len(data)} objects by {request.jobs} workers in replica mode, streamed from S3 and "
+            "verified as they arrive",
+            f"build indexes and constraints (post-data, {request.jobs} jobs)",
+            "restore the app's objects on the platform's tables and the webhooks"
+            + (" (disabled)" if request.disarm else ""),
+            "set sequence values, owners, privileges and default privileges equal to the backup's",
+            "refresh the materialized views the source had populated",
+            "schedule the cron jobs" + (" (inactive)" if request.disarm else ""),
+        ]
+    else:
+        load = [
+            "restore roles (existing ones kept)",
+            "restore schema (pre-data)",
+            "restore data in replica mode, "
+            + ("streamed from S3, verified as it arrives" if request.data_mode == "stream" else "from the local copy"),
+            "build indexes and constraints (post-data)",
+            "restore migration history" if _object(request.manifest, "migrations") else "no migration history",
+        ]
+    last = (
+        f"rename {request.temp_database} to {request.database} and mark it with backup {request.backup_id}"
+        if request.mode == "new_database"
+        else f"mark {request.database} with backup {request.backup_id}"
+    )
+    return [
+        f"download and verify the small objects into {request.workdir} ({_disk_needed(request)} bytes needed, "
+        f"{free} free)",
+        *first,
+        *load,
+        last,
+    ]
 
 
 class _Steps:
@@ -434,24 +484,6 @@ def download_all(request, folder, names):  # names: _local_objects(request)
     return files, verified
 
 
-def idempotent_roles(path):
-    """Rewrite CREATE ROLE lines so that a role that exists already is kept (roles are cluster-wide)."""
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            match = _CREATE_ROLE.match(line)
-            if match:
-                role = match.group("role")
-                out.append(
-                    f"DO $pgdr$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN "
-                    f"RAISE NOTICE 'role {role.replace(chr(39), chr(39) * 2)} exists, kept'; END $pgdr$;\n"
-                )
-                continue
-            out.append(line)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.writelines(out)
-
-
 def _run_tool(argv, env, step, where):
     with tempfile.TemporaryFile() as errors:
         code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=errors, env=env, check=False).returncode
@@ -516,97 +548,33 @@ def run(request):
     folder = tempfile.mkdtemp(prefix=f"pgdr-restore-{request.backup_id}-", dir=request.workdir)
     admin = pg.connect(request.target_dsn, step="connect restore target", autocommit=True)
     created = False
+    report = {}
     try:
         files, verified = steps.run("download_verify", download_all, request, folder, _local_objects(request))
         if request.mode == "new_database":
-            marker = read_marker(admin, request.temp_database)
-            if marker is not None:
-                if marker.get("status") != "restoring":
-                    raise DRError(
-                        f"database {request.temp_database} exists and was not made by an earlier restore",
-                        step="create database",
-                        subject=request.where,
-                        hint="drop it after checking it, or choose another database name",
-                    )
-                _drop(admin, request.temp_database)
-            steps.run("create_database", _create_database, admin, request)
+            steps.run("create_database", _create_temp_database, admin, request)
             created = True
-        write_marker(
-            admin,
-            request.temp_database,
-            {"backup_id": request.backup_id, "status": "restoring", "source": request.manifest["source"]["name"]},
-        )
-        conninfo, env = pg.client_env(request.target_dsn, dbname=request.temp_database, app_name="pgdr restore")
-        where = request.where
-        psql = [tools["psql"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", f"--dbname={conninfo}"]
-        restore = [tools["pg_restore"], "--exit-on-error", f"--dbname={conninfo}"]
-        # Loading sessions do not wait for WAL flushes: the database is unused until it is complete and renamed.
-        replica = dict(env, PGOPTIONS="-c session_replication_role=replica -c synchronous_commit=off")
-        idempotent_roles(files["roles"])
-        steps.run("roles", _run_tool, [*psql, "-f", files["roles"]], env, "restore roles", where)
-        steps.run(
-            "schema",
-            _run_tool,
-            [*restore, "--single-transaction", "--section=pre-data", files["schema"]],
-            env,
-            "restore schema",
-            where,
-        )
-        if request.data_mode == "stream":
-            data = next(o for o in request.manifest["objects"] if o["name"] == "data")
-            verified.append(
-                steps.run(
-                    "data",
-                    restore_streamed,
-                    [*restore, "--data-only"],
-                    replica,
-                    request.target,
-                    data,
-                    request.identities,
-                    "restore data",
-                    where,
-                )
-            )
-        else:
-            steps.run(
-                "data",
-                _run_tool,
-                [*restore, f"--jobs={request.jobs}", "--data-only", files["data"]],
-                replica,
-                "restore data",
-                where,
-            )
-        steps.run(
-            "post_data",
-            _run_tool,
-            [*restore, f"--jobs={request.jobs}", "--section=post-data", files["schema"]],
-            env,
-            "build indexes and constraints",
-            where,
-        )
-        if "migrations" in files:
-            steps.run(
-                "migrations",
-                _run_tool,
-                [*restore, "--single-transaction", "--clean", "--if-exists", files["migrations"]],
-                env,
-                "restore migration history",
-                where,
-            )
-        marker = {
-            "backup_id": request.backup_id,
-            "status": "complete",
-            "source": request.manifest["source"]["name"],
-            "manifest_sha256": request.manifest_sha256,
-            "restored_at": catalog.isoformat(catalog.utcnow()),
-        }
+            write_marker(admin, request.temp_database, _marker(request, "restoring"))
+        dsn = pg.with_database(request.target_dsn, request.temp_database)
+        with pg.connect(dsn, step="connect restore target", application_name="pgdr restore") as conn:
+            if request.mode == "project":
+                report["cleaned"] = steps.run("clean", _clean_project, conn, request, files)
+            if request.version >= 2:
+                report.update(steps.run("load", _load, request, conn, dsn, tools, files, verified, steps))
+            else:
+                report.update(_load_v1(request, conn, dsn, tools, files, verified, steps))
+            if request.mode == "project":
+                marker = _marker(request, "complete", report)
+                project.write_marker(conn, marker)
+                conn.commit()
         if request.mode == "new_database":
             admin.execute(
                 sql.SQL("alter database {} rename to {}").format(
                     sql.Identifier(request.temp_database), sql.Identifier(request.database)
                 )
             )
-        write_marker(admin, request.database, marker)
+            marker = _marker(request, "complete", report)
+            write_marker(admin, request.database, marker)
         steps.line(f"restore of backup {request.backup_id} into {request.where} complete")
     except BaseException:
         if created:
@@ -625,7 +593,187 @@ def run(request):
         "plan": current,
         "marker": marker,
         "objects": verified,
+        "report": report,
         "timings": steps.timings,
         "duration_s": round(time.monotonic() - started, 3),
         "msg": f"backup {request.backup_id} restored into {request.where} in {time.monotonic() - started:.1f} s",
     }
+
+
+def _marker(request, status, report=None):
+    marker = {
+        "backup_id": request.backup_id,
+        "status": status,
+        "source": request.manifest["source"]["name"],
+        "manifest_sha256": request.manifest_sha256,
+    }
+    if status == "complete":
+        marker["restored_at"] = catalog.isoformat(catalog.utcnow())
+    for key in ("disarmed", "cron_jobs", "extensions_skipped"):
+        if report and report.get(key):
+            marker[key] = report[key]
+    return marker
+
+
+def _create_temp_database(admin, request):
+    """A new database for the restore, from the template; a leftover of a killed run of the same restore is
+    dropped first (its marker says restoring), anything else under that name is refused."""
+    marker = read_marker(admin, request.temp_database)
+    if marker is not None:
+        if marker.get("status") != "restoring":
+            raise DRError(
+                f"database {request.temp_database} exists and was not made by an earlier restore",
+                step="create database",
+                subject=request.where,
+                hint="drop it after checking it, or choose another database name",
+            )
+        _drop(admin, request.temp_database)
+    _create_database(admin, request)
+
+
+def _clean_project(conn, request, files):
+    """Mark the project restoring and remove the app an earlier restore (or anyone) put there."""
+    index = loader.read_index(files["index"]) if "index" in files else {}
+    marker = project.read_marker(conn)
+    scope = fingerprint.Scope(conn, request.manifest["source"].get("flavor") or "supabase")
+    tables = [pg.quote_table(schema, name) for schema, name in _platform_table_names(request, index)]
+    statements = project.cleanup_statements(conn, scope, tables, marker)
+    conn.commit()
+    done = project.run_cleanup(conn, statements, request.where)
+    project.write_marker(conn, _marker(request, "restoring", {"cron_jobs": (marker or {}).get("cron_jobs")}))
+    conn.commit()
+    return done
+
+
+def _platform_table_names(request, index):
+    """(schema, table) of the platform's tables whose rows the backup carries: a project restore empties them."""
+    flavor = request.manifest["source"].get("flavor") or "supabase"
+    if index.get("sections"):
+        names = {(s["schema"], s["table"]) for secs in index["sections"].values() for s in secs}
+    else:  # version 1: the manifest's row counts name every table of the data archive
+        names = {tuple(key.split(".", 1)) for key in request.manifest.get("tables") or {}}
+    return sorted((schema, table) for schema, table in names if not dumpspec.schema_in_dump(schema, flavor))
+
+
+def _load(request, conn, dsn, tools, files, verified, steps):
+    """The version 2 load (loader.py); returns its report."""
+    index = loader.read_index(files["index"])
+    load = loader.Loader(request, conn, dsn, tools, files, index, steps)
+    steps.run("prepare", load.prepare)
+    steps.run("roles", load.roles)
+    steps.run("schema", load.schema, "pre-data")
+
+    def produce(obj, write):
+        verified.append(stream_verified(request.target, obj, write, request.identities, "restore data"))
+
+    loaded = steps.run("data", load.data, produce)
+    steps.run("post_data", load.schema, "post-data", request.jobs)
+    steps.run("platform_objects", load.platform_objects)
+    steps.run("sequences", load.sequences)
+    privileges = steps.run("privileges", load.privileges)
+    steps.run("matviews", load.matviews)
+    jobs = steps.run("cron_jobs", load.cron_jobs)
+    steps.run("finish", load.give_back_memberships)
+    return {
+        **load.report,
+        "rows": sum(loaded.values()),
+        "tables": len(loaded),
+        "privilege_statements": privileges,
+        "cron_jobs": jobs,
+    }
+
+
+def _load_v1(request, conn, dsn, tools, files, verified, steps):
+    """A backup of manifest version 1: the data in one pg_dump archive, the migration history in another."""
+    load = loader.Loader(request, conn, dsn, tools, files, {}, steps)
+    steps.run("prepare", load.prepare)
+    steps.run("roles", load.roles)
+    steps.run("schema", load.schema, "pre-data")
+    conninfo, env = pg.client_env(dsn, app_name="pgdr restore")
+    restore = [tools["pg_restore"], "--exit-on-error", "--no-owner", f"--dbname={conninfo}"]
+    # Loading sessions do not wait for WAL flushes: the database is unused until it is complete and renamed.
+    replica = dict(env, PGOPTIONS="-c session_replication_role=replica -c synchronous_commit=off")
+    if request.data_mode == "stream":
+        data = next(o for o in request.manifest["objects"] if o["name"] == "data")
+        verified.append(
+            steps.run(
+                "data",
+                restore_streamed,
+                [*restore, "--data-only"],
+                replica,
+                request.target,
+                data,
+                request.identities,
+                "restore data",
+                request.where,
+            )
+        )
+    else:
+        steps.run(
+            "data",
+            _run_tool,
+            [*restore, f"--jobs={request.jobs}", "--data-only", files["data"]],
+            replica,
+            "restore data",
+            request.where,
+        )
+    steps.run("post_data", load.schema, "post-data", request.jobs)
+    if "migrations" in files:
+        steps.run(
+            "migrations",
+            _run_tool,
+            [*restore, "--single-transaction", "--data-only", files["migrations"]],
+            env,
+            "restore migration history",
+            request.where,
+        )
+    return load.report
+
+
+def read_index(target, manifest, identities=None, step="read index"):
+    """The index of a version 2 backup (catalog fingerprint, content digests, data sections), read and verified
+    like every object; None for a version 1 backup."""
+    obj = _object(manifest, loader.INDEX_NAME)
+    if obj is None:
+        return None
+    chunks = []
+    stream_verified(target, obj, chunks.append, identities, step)
+    return json.loads(b"".join(chunks))
+
+
+def marker_of(conn):
+    """The marker of the database conn is connected to: the project's table, else the database's comment."""
+    marker = project.read_marker(conn)
+    if marker is None:
+        marker = read_marker(conn, conn.info.dbname)
+    return marker or None
+
+
+def record_checks(conn, checks, dry_run=False):
+    """Write the verification and smoke tests' outcome into the restored database's marker (promote reads it).
+    Returns (changed, marker)."""
+    marker = marker_of(conn)
+    if not marker or marker.get("status") != "complete":
+        raise DRError(
+            "the database holds no completed restore (no restore marker, or one that says restoring)",
+            step="record verification",
+            subject=f"database {conn.info.dbname}",
+            hint="restore into it first (restore.yml)",
+        )
+    failed = [c["name"] for c in checks if not c.get("ok")]
+    verified = {
+        "ok": bool(checks) and not failed,
+        "checks": [{"name": c["name"], "ok": bool(c.get("ok"))} for c in checks],
+        "failed": failed,
+    }
+    previous = {k: v for k, v in (marker.get("verified") or {}).items() if k != "at"}
+    if previous == verified:
+        return False, marker
+    marker = dict(marker, verified=dict(verified, at=catalog.isoformat(catalog.utcnow())))
+    if not dry_run:
+        if project.read_marker(conn) is not None:
+            project.write_marker(conn, marker)
+        else:
+            write_marker(conn, conn.info.dbname, marker)
+        conn.commit()
+    return True, marker

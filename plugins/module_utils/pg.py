@@ -81,6 +81,11 @@ def client_env(dsn, dbname=None, app_name="pgdr"):
     return make_conninfo(**params), env
 
 
+def quote_table(schema, name):
+    """A schema-qualified, quoted table name for a statement."""
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name)).as_string(None)
+
+
 def with_database(dsn, dbname):
     """The same connection string pointing at another database (password kept)."""
     params = conninfo_to_dict(dsn)
@@ -171,6 +176,64 @@ class Snapshot:
             self.conn.rollback()
         finally:
             self.conn.close()
+
+
+def import_snapshot(conn, snapshot_id):
+    """Make conn's (new) transaction read the exported snapshot; it must be its first statement."""
+    conn.execute(sql.SQL("set transaction snapshot {}").format(sql.Literal(snapshot_id)))
+
+
+def lock_tables(conn, tables, batch=500):
+    """ACCESS SHARE locks on (schema, table) in conn's transaction, as pg_dump takes them: no DDL can change a
+    table while its rows are read. A server with fewer lock slots than tables fails here, naming the setting."""
+    try:
+        for start in range(0, len(tables), batch):
+            names = sql.SQL(", ").join(
+                sql.SQL("{}.{}").format(sql.Identifier(s), sql.Identifier(t)) for s, t in tables[start : start + batch]
+            )
+            conn.execute(sql.SQL("lock table {} in access share mode").format(names))
+    except psycopg.errors.OutOfMemory as exc:
+        raise DRError(
+            f"the server cannot lock {len(tables)} tables at once: {exc}",
+            step="lock tables",
+            hint="raise max_locks_per_transaction on the source (pg_dump needs the same)",
+        ) from exc
+
+
+def sequence_values(conn, flavor):
+    """{"schema.sequence": [last_value, is_called, quoted name]} of every sequence whose schema's data the backup
+    holds."""
+    rows = conn.execute(
+        "select s.schemaname, s.sequencename, format('%I.%I', s.schemaname, s.sequencename) from pg_sequences s"
+        " order by 1, 2"
+    ).fetchall()
+    values = {}
+    for schema, name, ident in rows:
+        if not (dumpspec.table_in_data(schema, name, flavor) or schema == dumpspec.MIGRATIONS_SCHEMA):
+            continue
+        if dumpspec.matches(schema, dumpspec.EXTENSION_SCHEMAS_WITHOUT_SEQUENCES):
+            continue
+        # ident is quoted by format('%I.%I') above.
+        last_value, is_called = conn.execute(f"select last_value, is_called from {ident}").fetchone()  # noqa: S608
+        values[f"{schema}.{name}"] = [last_value, is_called, ident]
+    return values
+
+
+def not_carried(conn, flavor):
+    """What the source has that no logical backup can carry, to say so in the report: {what: count}."""
+    found = {}
+    if flavor == "supabase" and conn.execute("select to_regclass('vault.secrets') is not null").fetchone()[0]:
+        try:
+            with conn.transaction():  # a savepoint: a refusal must not end the snapshot's transaction
+                count = conn.execute("select count(*) from vault.secrets").fetchone()[0]
+        except psycopg.errors.InsufficientPrivilege:
+            count = None
+        if count is None or count:
+            found["vault.secrets"] = (
+                f"{count if count is not None else 'some'} secret(s) encrypted with the source project's own key: a "
+                "restore into another project cannot decrypt them; create them again there"
+            )
+    return found
 
 
 def user_tables(conn, flavor):

@@ -1,8 +1,17 @@
-"""Restore verification: migration history against the repository's files and the manifest, the schema
-against the manifest's object hashes, row counts against the manifest, and an optional command of the team's.
+"""Restore verification: the migration history against the repository's files and the backup, and the
+restored database against the backup's own record of its source, taken in the backup's snapshot:
 
-Every check is a dict ``{name, ok, summary, details, duration_s}``; a failed check names what differs (versions,
-objects, tables) so the operator knows where to look. Nothing here writes to the database.
+- ``catalog``: every object of the app (schema objects, the app's objects on the platform's tables, owners, ACLs,
+  default privileges, publication membership, extensions), the materialized views' populated state, sequence
+  values and the cron jobs, compared with the fingerprint in the backup's index; every difference is named
+  (``grant: public.notes to anon (INSERT, DELETE) is not in the backup``); what the restore disarmed on purpose
+  (the marker lists it) is reported, not failed;
+- ``content``: each table's content digest recomputed from the restored rows (``full``), or its row count
+  (``counts``), or nothing (``off``);
+- backups of manifest version 1 have no index: ``schema`` and ``row_counts`` compare with the manifest instead;
+- and an optional command of the team's.
+
+Every check is a dict ``{name, ok, summary, details, duration_s}``. Nothing here writes to the database.
 """
 
 from __future__ import annotations
@@ -12,13 +21,15 @@ import re
 import subprocess
 import time
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import pg
+from ansible_collections.pgdr.supabase.plugins.module_utils import fingerprint, pg, tabledata
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 
 MIGRATION_FILE_RE = re.compile(r"^(?P<version>\d+)_(?P<name>.+)\.sql$")
 STEP = "verify migrations"
 OUTPUT_TAIL = 2000
-VERIFY_CHECKS = ("migrations", "schema", "row_counts")
+VERIFY_CHECKS = ("migrations", "catalog", "content")
+VERIFY_CHECKS_V1 = ("migrations", "schema", "row_counts")
+CONTENT_MODES = ("full", "counts", "off")
 
 
 def _version_key(version):
@@ -216,6 +227,183 @@ def run_command(argv, dsn, cwd=None, timeout=600, name="command"):
     return check_result(name, ok, summary, details, started)
 
 
+def check_catalog(
+    expected_fp,
+    actual_fp,
+    ignore=(),
+    sequences=None,
+    actual_sequences=None,
+    jobs=None,
+    actual_jobs=None,
+    disarmed=(),
+    notes=(),
+):
+    """The ``catalog`` check: the restored catalog against the backup's fingerprint, object by object, and the
+    sequence values and cron jobs against the index. ignore: keys the restore changed on purpose (disarmed)."""
+    started = time.monotonic()
+    diffs = fingerprint.compare(expected_fp, actual_fp, ignore=set(ignore))
+    notes = list(notes)
+    for name, value in sorted((sequences or {}).items()):
+        have = (actual_sequences or {}).get(name)
+        if have is None:
+            diffs.append({"kind": "sequence", "object": name, "message": f"sequence: {name} is missing"})
+        elif (have[0], have[1]) != (value[0], value[1]):
+            message = (
+                f"sequence: {name} is at {have[0]} (called {have[1]}); the backup says {value[0]} (called {value[1]})"
+            )
+            if int(have[0]) > int(value[0]):
+                notes.append(message + " (ahead: written to since the restore)")
+            else:
+                diffs.append({"kind": "sequence", "object": name, "message": message})
+    if jobs is not None:
+        diffs += _compare_jobs(jobs, actual_jobs or [], disarmed)
+    for item in disarmed:
+        notes.append(f"disarmed: {item['key']} {item['state']}")
+    details = {
+        "differences": [d["message"] for d in diffs],
+        "objects": len(expected_fp.get("objects", {})),
+        "notes": notes,
+        "ignored": sorted(ignore),
+    }
+    if diffs:
+        summary = _listed(f"{len(diffs)} difference(s)", [d["message"] for d in diffs], limit=5)
+    else:
+        summary = f"{len(expected_fp.get('objects', {}))} objects, their owners and privileges match the backup"
+        if notes:
+            summary += f" ({len(notes)} note(s))"
+    return check_result("catalog", not diffs, summary, details, started)
+
+
+def _compare_jobs(expected, actual, disarmed):
+    def key(job):
+        return (job.get("jobname"), job["schedule"], job["command"], job["database"], job["username"])
+
+    diffs = []
+    inactive_on_purpose = {d["key"] for d in disarmed if d["kind"] == "cron"}
+    have = {key(j): j for j in actual}
+    for job in expected:
+        found = have.pop(key(job), None)
+        label = job.get("jobname") or job["command"][:60]
+        if found is None:
+            diffs.append({"kind": "cron", "object": label, "message": f"cron job: {label} is missing"})
+        elif bool(found["active"]) != bool(job["active"]) and f"cron {label}" not in inactive_on_purpose:
+            state = "active" if found["active"] else "inactive"
+            diffs.append({"kind": "cron", "object": label, "message": f"cron job: {label} is {state}"})
+    for job in have.values():
+        label = job.get("jobname") or job["command"][:60]
+        diffs.append({"kind": "cron", "object": label, "message": f"cron job: {label} is not in the backup"})
+    return diffs
+
+
+def read_cron_jobs(conn, app_roles):
+    if not conn.execute("select to_regclass('cron.job') is not null").fetchone()[0]:
+        return None
+    rows = conn.execute("select jobname, schedule, command, database, username, active from cron.job").fetchall()
+    return [
+        {"jobname": j, "schedule": s, "command": c, "database": d, "username": u, "active": a}
+        for j, s, c, d, u, a in rows
+        if u in app_roles
+    ]
+
+
+def read_sequences(conn, names):
+    """{name: [last_value, is_called]} of the index's sequences in the restored database (missing ones left out)."""
+    found = {}
+    for name, value in names.items():
+        ident = value[2]
+        if conn.execute("select to_regclass(%s) is not null", (ident,)).fetchone()[0]:
+            last, called = conn.execute(f"select last_value, is_called from {ident}").fetchone()  # noqa: S608
+            found[name] = [last, called]
+    return found
+
+
+def content_tasks(conn, index):
+    """[(table, columns, pages)] to digest: whole tables, or ranges of pages of the big ones (in parallel)."""
+    columns = {}
+    for sections in index.get("sections", {}).values():
+        for section in sections:
+            columns.setdefault(
+                f"{section['schema']}.{section['table']}", (section["schema"], section["table"], section["columns"])
+            )
+    tasks = []
+    for key in sorted(index.get("content", {})):
+        schema, table, cols = columns.get(key, (*key.split(".", 1), None))
+        row = conn.execute(
+            "select pg_relation_size(c.oid) + coalesce(pg_relation_size(nullif(c.reltoastrelid, 0)), 0),"
+            " pg_relation_size(c.oid) / current_setting('block_size')::int"
+            " from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = %s and c.relname = %s",
+            (schema, table),
+        ).fetchone()
+        if row is None or cols is None:
+            tasks.append((key, schema, table, cols, "missing"))
+            continue
+        size, pages = row
+        if size > tabledata.CHUNK_BYTES and pages > 1:
+            count = -(-size // tabledata.CHUNK_BYTES)
+            step = -(-pages // count)
+            for start in range(0, pages, step):
+                tasks.append((key, schema, table, cols, (start, start + step if start + step < pages else None)))
+        else:
+            tasks.append((key, schema, table, cols, None))
+    return tasks
+
+
+def check_content(dsn, index, mode="full", jobs=2, counts=None, expected_counts=None):
+    """The ``content`` check: every table's content digest (``full``) or row count (``counts``) against the
+    backup's; ``off`` reports that nothing was compared."""
+    started = time.monotonic()
+    if mode == "off":
+        return check_result("content", True, "not compared (content verification is off)", {"mode": "off"}, started)
+    if mode == "counts":
+        result = check_row_counts(counts or {}, expected_counts)
+        result.update(name="content")
+        result["details"]["mode"] = "counts"
+        result["summary"] = f"row counts: {result['summary']}"
+        return result
+    expected = index.get("content", {})
+    with pg.connect(dsn, step="connect to the restored database", application_name="pgdr verify") as conn:
+        tasks = content_tasks(conn, index)
+
+    def digest(task):
+        key, schema, table, cols, pages = task
+        if pages == "missing":
+            return key, None
+        with pg.connect(dsn, step="connect to the restored database", application_name="pgdr verify") as conn:
+            conn.read_only = True
+            tabledata.apply_settings(conn)
+            return key, tabledata.table_digest(conn, schema, table, cols, pages)
+
+    actual = {}
+    for key, value in tabledata.Workers(jobs).run(tasks, digest):
+        if value is None:
+            actual[key] = None
+        else:
+            actual[key] = actual[key].merge(value) if actual.get(key) else value
+    differences = []
+    for key in sorted(expected):
+        want, have = tabledata.Digest.parse(expected[key]), actual.get(key)
+        if have is None:
+            differences.append(f"content: {key} is missing")
+        elif have.text() != want.text():
+            how = f"{have.rows} rows, the backup's {want.rows}" if have.rows != want.rows else "same row count"
+            differences.append(f"content: {key} differs (digest; {how})")
+    rows = sum(d.rows for d in actual.values() if d)
+    details = {
+        "mode": "full",
+        "tables": len(expected),
+        "rows": rows,
+        "differences": differences,
+        "workers": jobs,
+        "tasks": len(tasks),
+    }
+    summary = (
+        _listed(f"{len(differences)} table(s) differ", differences, limit=5)
+        if differences
+        else f"{len(expected)} tables ({rows} rows) have the backup's content digest"
+    )
+    return check_result("content", not differences, summary, details, started)
+
+
 def database_exists(dsn):
     """False when the server answers that the database does not exist (a restore that was only planned);
     any other connection failure is raised."""
@@ -257,15 +445,26 @@ def verify_restore(
     command_cwd=None,
     command_timeout=600,
     fail_on_pending=False,
+    index=None,
+    content="full",
+    jobs=2,
+    marker=None,
 ):
     """Run every verification of a restored database; return {ok, checks, failed, database, flavor, msg}.
 
-    manifest may be None (files only) or a manifest without per-object schema hashes (fingerprint only)."""
+    With the backup's index (manifest version 2): ``migrations``, ``catalog`` and ``content`` (``content`` is
+    full, counts or off). Without it: ``migrations``, ``schema`` and ``row_counts`` against the manifest (which may
+    be None: files only). marker: the restored database's marker (what the restore disarmed on purpose)."""
+    if content not in CONTENT_MODES:
+        raise DRError(
+            f"unknown content verification {content!r}; expected one of {', '.join(CONTENT_MODES)}", step="verify"
+        )
     files = migration_files(migrations_dir) if migrations_dir else None
     manifest = manifest or {}
     checks = []
+    counts = {}
     with pg.connect(dsn, step="connect to the restored database", application_name="pgdr verify") as conn:
-        # One read-only snapshot: counts, schema and history describe the same instant.
+        # One read-only snapshot: the catalog, counts and history describe the same instant.
         conn.isolation_level = pg.psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         try:
@@ -274,11 +473,33 @@ def verify_restore(
             applied = pg.migration_versions(conn)
             manifest_versions = (manifest.get("migrations") or {}).get("versions") if manifest else None
             checks.append(_timed(check_migrations(applied, files, manifest_versions, fail_on_pending), started))
-            if manifest:
+            expected = manifest.get("tables")
+            if index:
+                started = time.monotonic()
+                scope = fingerprint.Scope(conn, flavor)
+                actual_fp = fingerprint.capture(conn, flavor, scope)
+                disarmed = (marker or {}).get("disarmed", [])
+                skipped = [f"extension {name}" for name in (marker or {}).get("extensions_skipped", [])]
+                check = check_catalog(
+                    index["fingerprint"],
+                    actual_fp,
+                    ignore=[d["key"] for d in disarmed if d["kind"] == "webhook"] + skipped,
+                    sequences=index.get("sequences"),
+                    actual_sequences=read_sequences(conn, index.get("sequences", {})),
+                    jobs=index.get("cron_jobs")
+                    if "pg_cron" not in (marker or {}).get("extensions_skipped", [])
+                    else None,
+                    actual_jobs=read_cron_jobs(conn, scope.app_roles),
+                    disarmed=disarmed,
+                    notes=[f"left out by the restore (skip_extensions): {', '.join(skipped)}"] if skipped else (),
+                )
+                checks.append(_timed(check, started))
+                if content == "counts" and expected is not None:
+                    counts = _counts(conn, sorted(expected))
+            elif manifest:
                 started = time.monotonic()
                 checks.append(_timed(check_schema(pg.schema_objects(conn, flavor), manifest.get("schema")), started))
                 started = time.monotonic()
-                expected = manifest.get("tables")
                 counts = _counts(conn, sorted(expected)) if expected is not None else {}
                 checks.append(check_row_counts(counts, expected))
                 if expected is not None:
@@ -287,9 +508,11 @@ def verify_restore(
                 _timed(checks[-1], started)
         finally:
             conn.rollback()
+    if index:
+        checks.append(check_content(dsn, index, content, jobs, counts, expected))
     if command:
         checks.append(run_command(command, dsn, cwd=command_cwd, timeout=command_timeout))
-    return summarize(checks, database=pg.describe_dsn(dsn), flavor=flavor)
+    return summarize(checks, database=pg.describe_dsn(dsn), flavor=flavor, content=content if index else None)
 
 
 def _timed(check, started):

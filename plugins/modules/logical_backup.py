@@ -66,10 +66,12 @@ options:
     description: Parts uploaded at once. Memory is about (concurrency + 1) x part size.
     type: int
     default: 3
-  count_rows:
-    description: Record exact per-table row counts (read in the dump's snapshot, while the dump runs).
-    type: bool
-    default: true
+  jobs:
+    description:
+      - Workers that read the tables' rows (each a session in the backup's snapshot) and write the data objects.
+      - Memory is about O(jobs) x 3 x part size on top of the dumps' own.
+    type: int
+    default: 2
   lock_wait:
     description: Seconds to wait for another run holding the source's lock before failing.
     type: int
@@ -172,7 +174,7 @@ def main():
             "compression_threads": {"type": "int", "default": 1},
             "part_size_mb": {"type": "int"},
             "concurrency": {"type": "int", "default": 3},
-            "count_rows": {"type": "bool", "default": True},
+            "jobs": {"type": "int", "default": 2},
             "lock_wait": {"type": "int", "default": 0},
             "lock_stale_after": {"type": "int", "default": 600},
             "progress_file": {"type": "path"},
@@ -196,7 +198,7 @@ def main():
             compression_threads=p["compression_threads"],
             part_size=p["part_size_mb"] * 1024 * 1024 if p["part_size_mb"] else None,
             concurrency=p["concurrency"],
-            count_rows=p["count_rows"],
+            jobs=p["jobs"],
             lock_wait=p["lock_wait"],
             lock_stale_after=p["lock_stale_after"],
             progress_file=p["progress_file"],
@@ -216,8 +218,6 @@ def main():
             result = logical_backup.run(request)
             result["plan"] = plan
         result["manifest_key"] = plan["manifest_key"]
-        if "manifest" in result:
-            result["manifest"]["schema"].pop("objects", None)
         module.exit_json(**result)
     except Exception as exc:  # the one error path
         fail(module, exc)

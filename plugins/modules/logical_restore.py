@@ -10,10 +10,18 @@ description:
     replica mode, indexes and constraints, migration history) with C(ON_ERROR_STOP) semantics and parallel
     C(pg_restore) jobs.
   - With O(mode=new_database) the restore goes into a temporary database made from O(template) (a database that
-    already has the platform schemas, like a fresh Supabase project) and takes the final name only when every
-    step succeeded. A failure drops the temporary database; an existing database is never touched.
-  - The restored database carries a marker (its comment) naming the backup it holds; a second run with the same
-    backup changes nothing.
+    already has the platform schemas) and takes the final name only when every step succeeded. A failure drops the
+    temporary database; an existing database is never touched.
+  - With O(mode=project) it goes into the target's own database in place (a Supabase project's C(postgres), the only
+    database its API serves): the app an earlier restore put there is removed first (the app's schemas, the objects
+    of C(public), the app's objects on the platform's tables, the platform rows the backup carries), the platform
+    is left alone, and a failed run leaves a C(restoring) marker that the next run repairs.
+  - Everything runs as the target's role, which need not be a superuser (a hosted project's C(postgres)). After
+    the load, every object's owner and ACL and the app's default privileges are made equal to the backup's
+    fingerprint, whatever the target's default privileges were; materialized views the source had populated are
+    refreshed; webhooks are created disabled and cron jobs inactive unless O(disarm=false).
+  - The restored database carries a marker naming the backup it holds; a second run with the same backup changes
+    nothing.
   - Refuses a target that O(production) names (same host, port and database) unless O(allow_over_production)
     and a typed O(confirm).
 version_added: "0.1.0"
@@ -33,11 +41,12 @@ options:
     required: true
   mode:
     description:
-      - V(new_database) restores into a new database on the target server (the sandbox and self-hosted servers).
-      - V(existing) restores into the target's own database, which must be a fresh one (a new Supabase project).
+      - V(new_database) restores into a new database on the target server (self-hosted servers; needs a
+        platform-ready O(template) for a Supabase backup).
+      - V(project) restores into the target's own database, in place (a Supabase staging project).
     type: str
     default: new_database
-    choices: [new_database, existing]
+    choices: [new_database, project]
   database:
     description: Name of the new database. Default V(<database_prefix>_<backup id>).
     type: str
@@ -51,7 +60,7 @@ options:
       - Default the target's own database for Supabase backups (it has the platform schemas), V(template0) otherwise.
     type: str
   jobs:
-    description: Parallel jobs for data and index restore.
+    description: Workers loading the data objects at once, and C(pg_restore) jobs for indexes and constraints.
     type: int
     default: 2
   bin_dir:
@@ -83,9 +92,23 @@ options:
         constraints are still built with O(jobs) in parallel.
       - V(file) first makes a verified local copy in O(workdir) (the data's uncompressed size must fit), then
         restores the data with O(jobs) in parallel too; faster for databases of many mid-sized tables.
+      - Only for backups taken before data objects existed (manifest version 1); newer backups always stream.
     type: str
     default: stream
     choices: [stream, file]
+  skip_extensions:
+    description:
+      - Extensions of the backup to leave out when the target cannot have them (pg_cron lives only in the database
+        that C(cron.database_name) names, so a throwaway database cannot). The verification reports them.
+    type: list
+    elements: str
+    default: []
+  disarm:
+    description:
+      - Create the backup's database webhooks disabled and its cron jobs inactive, so that staging does not act
+        like production. The result's C(report.disarmed) lists each item with the statement that re-arms it.
+    type: bool
+    default: true
   decryption_identities:
     description: age identities (C(AGE-SECRET-KEY-1...)) for encrypted backups, from a vault or a lookup. Never logged.
     type: list
@@ -132,8 +155,17 @@ marker:
   description: The marker the database carries (backup id, status, restored time).
   returned: when the database exists
   type: dict
+report:
+  description:
+    - What the load did beyond the plan; the entries the schema restore left out (C(skipped_entries)) and why,
+      the statements that made privileges equal to the backup's (C(privilege_statements)), what was disarmed
+      (C(disarmed), each with its C(rearm) statement), extensions left out, what no logical backup carries
+      (C(not_carried)), functions that call C(net.http_*) themselves (C(outgoing_functions)), and for
+      O(mode=project) the cleanup (C(cleaned)).
+  returned: when a restore ran
+  type: dict
 timings:
-  description: Seconds per step (download_verify, create_database, roles, schema, data, post_data, migrations).
+  description: Seconds per step (download_verify, create_database or clean, prepare, roles, schema, data, ...).
   returned: when a restore ran
   type: dict
 duration_s:
@@ -153,7 +185,7 @@ def main():
             "target_dsn": {"type": "str", "required": True, "no_log": True},
             "manifest": {"type": "dict", "required": True},
             "s3": s3_spec(),
-            "mode": {"type": "str", "default": "new_database", "choices": ["new_database", "existing"]},
+            "mode": {"type": "str", "default": "new_database", "choices": ["new_database", "project"]},
             "database": {"type": "str"},
             "database_prefix": {"type": "str", "default": "restore"},
             "template": {"type": "str"},
@@ -166,6 +198,8 @@ def main():
             "progress_file": {"type": "path"},
             "decryption_identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
             "data_mode": {"type": "str", "default": "stream", "choices": ["stream", "file"]},
+            "skip_extensions": {"type": "list", "elements": "str", "default": []},
+            "disarm": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
@@ -190,6 +224,8 @@ def main():
             progress_file=p["progress_file"],
             decryption_identities=p["decryption_identities"],
             data_mode=p["data_mode"],
+            skip_extensions=p["skip_extensions"],
+            disarm=p["disarm"],
         )
         if module.check_mode:
             plan = logical_restore.plan(request)

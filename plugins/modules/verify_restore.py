@@ -10,10 +10,17 @@ description:
     C(<digits>_<name>.sql) files of O(migrations_dir) and with the versions the manifest recorded. A version
     applied without a file, or a file older than the newest applied version that was never applied, fails it;
     files newer than the newest applied version are reported as pending (a failure only with O(fail_on_pending)).
-  - C(schema) compares every object's hash with the manifest's and names the missing, extra and changed
-    objects; with a manifest holding only the fingerprint (the result of M(pgdr.supabase.logical_backup) strips the
-    per-object hashes), it compares the fingerprint.
-  - C(row_counts) compares each table's row count with the manifest's and names the tables that differ.
+  - C(catalog) compares the restored catalog with the fingerprint the backup took in its own snapshot (its index
+    object): every object of the app, those on the platform's tables included, with its definition, owner and
+    ACL; the app's default privileges; publication membership; extensions; materialized views' populated state;
+    sequence values; cron jobs. Every difference is named (C(grant: public.notes to anon (INSERT, DELETE) is not in
+    the backup), C(trigger: auth.users.on_auth_user_created is missing), C(matview: public.daily_revenue is not
+    populated)). What the restore disarmed on purpose (its marker says so) is reported, not failed.
+  - C(content) recomputes every table's content digest from the restored rows and compares it with the one the
+    backup computed from the dump stream (O(content=full)), or compares row counts (O(content=counts)), or is
+    reported as not compared (O(content=off)).
+  - For backups taken before index objects existed (manifest version 1): C(schema) compares each object's hash
+    with the manifest's, C(row_counts) each table's row count.
   - C(command), when O(command) is given, runs a team's own check with the database in C(SUPABASE_DB_URL)
     and C(DATABASE_URL); its exit code decides.
   - Read-only, never changes anything. Fails when any check fails, naming every failed check; the per-check
@@ -30,15 +37,43 @@ options:
     required: true
   manifest:
     description:
-      - The backup's manifest as a dict, for example the C(manifest) of a M(pgdr.supabase.logical_backup) result.
-      - Give this or O(manifest_key).
+      - The backup's manifest as a dict, for example the C(manifest) of a M(pgdr.supabase.backup_select) result.
+      - Give at most one of O(manifest), O(manifest_key) and O(backup_id); with none, the backup is the one the
+        restored database's marker names (O(source) and O(s3) needed).
     type: dict
   manifest_key:
-    description: Key of the backup's C(manifest.json) in the bucket of O(s3); give this or O(manifest).
+    description: Key of the backup's C(manifest.json) in the bucket of O(s3).
     type: str
+  backup_id:
+    description: Id of the backup (with O(source), O(prefix) and O(s3)).
+    type: str
+  source:
+    description: Name of the backed-up source in object keys (with O(backup_id), or to follow the marker).
+    type: str
+  prefix:
+    description: Key prefix of the backups.
+    type: str
+    default: backups
   s3:
-    description: Bucket holding O(manifest_key). Needed only with O(manifest_key).
+    description:
+      - Bucket holding the backup. Needed to read a version 2 backup's index (its fingerprint and digests).
     required: false
+  decryption_identities:
+    description: age identities for an encrypted backup's index. Never logged.
+    type: list
+    elements: str
+    default: []
+  content:
+    description:
+      - V(full) recomputes each table's content digest from the restored rows; V(counts) compares row counts only;
+        V(off) compares no content. The result says which ran.
+    type: str
+    default: full
+    choices: [full, counts, off]
+  jobs:
+    description: Sessions reading the restored tables at once for O(content=full).
+    type: int
+    default: 2
   migrations_dir:
     description:
       - The repository's C(supabase/migrations) folder. Omit to compare the history with the manifest only.
@@ -95,7 +130,7 @@ checks:
   elements: dict
   contains:
     name:
-      description: C(migrations), C(schema), C(row_counts) or C(command).
+      description: C(migrations), C(catalog), C(content), C(schema), C(row_counts) or C(command).
       type: str
     ok:
       description: Whether the check passed.
@@ -128,6 +163,18 @@ database:
   description: host:port/database verified (no credentials).
   returned: always
   type: str
+content:
+  description: The content verification that ran (V(full), V(counts) or V(off)); null for a version 1 backup.
+  returned: always
+  type: str
+backup_id:
+  description: The backup verified against.
+  returned: always
+  type: str
+marker:
+  description: The restored database's marker (backup id, status, what was disarmed), null without one.
+  returned: always
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -142,23 +189,51 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common impor
 )
 
 
-def load_manifest(params):
-    """The manifest given, or read from the bucket."""
-    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+def load_backup(params, dsn_marker):
+    """(manifest, index): the manifest given, or read from the bucket by key, by backup id, or by the backup id the
+    restored database's marker names; the index read from the bucket (None for a version 1 backup)."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_restore, selection
     from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
+    target = s3_target(params["s3"]) if params["s3"] else None
+    identities = params["decryption_identities"] or None
     if params["manifest"]:
-        return catalog.validate_manifest(params["manifest"], "manifest option")
-    target = s3_target(params["s3"])
-    manifest = target.get_json(params["manifest_key"], step="read manifest")
-    if manifest is None:
-        raise DRError(
-            "no manifest at this key",
-            step="read manifest",
-            subject=target.where(params["manifest_key"]),
-            hint="list the backups with playbooks/list_backups.yml and pass the key of a complete backup",
-        )
-    return catalog.validate_manifest(manifest, target.where(params["manifest_key"]))
+        manifest = catalog.validate_manifest(params["manifest"], "manifest option")
+    elif params["manifest_key"]:
+        manifest = target.get_json(params["manifest_key"], step="read manifest")
+        if manifest is None:
+            raise DRError(
+                "no manifest at this key",
+                step="read manifest",
+                subject=target.where(params["manifest_key"]),
+                hint="list the backups with playbooks/list_backups.yml and pass the key of a complete backup",
+            )
+        manifest = catalog.validate_manifest(manifest, target.where(params["manifest_key"]))
+    else:
+        backup_id = params["backup_id"] or (dsn_marker or {}).get("backup_id")
+        if not backup_id:
+            raise DRError(
+                "the database carries no restore marker, and no backup was named",
+                step="read manifest",
+                hint="pass the backup id (backup_id) the database was restored from",
+            )
+        manifest = selection.load_manifest(target, params["prefix"], params["source"], backup_id)
+    index = None
+    if int(manifest.get("manifest_version", 1)) >= 2:
+        if target is None:
+            raise DRError(
+                "this backup's catalog fingerprint and content digests are in its index object, in the bucket",
+                step="read index",
+                hint="pass the bucket (s3) too",
+            )
+        index = logical_restore.read_index(target, manifest, identities and _identities(identities))
+    return manifest, index
+
+
+def _identities(texts):
+    from ansible_collections.pgdr.supabase.plugins.module_utils import crypto
+
+    return crypto.parse_identities(texts)
 
 
 def main():
@@ -167,26 +242,41 @@ def main():
             "dsn": {"type": "str", "required": True, "no_log": True},
             "manifest": {"type": "dict"},
             "manifest_key": {"type": "str", "no_log": False},
+            "backup_id": {"type": "str"},
+            "source": {"type": "str"},
+            "prefix": {"type": "str", "default": "backups"},
             "s3": {**s3_spec(), "required": False},
+            "decryption_identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
             "migrations_dir": {"type": "path"},
             "flavor": {"type": "str", "default": "auto", "choices": ["auto", "supabase", "postgres"]},
             "fail_on_pending": {"type": "bool", "default": False},
+            "content": {"type": "str", "default": "full", "choices": ["full", "counts", "off"]},
+            "jobs": {"type": "int", "default": 2},
             **check_command_spec(),
         },
-        required_one_of=[["manifest", "manifest_key"]],
-        mutually_exclusive=[["manifest", "manifest_key"]],
-        required_by={"manifest_key": "s3"},
+        mutually_exclusive=[["manifest", "manifest_key", "backup_id"]],
+        required_by={"manifest_key": "s3", "backup_id": ("s3", "source")},
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import verify
+    from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore, pg, verify
 
     p = module.params
     try:
-        manifest = load_manifest(p)
         if p["migrations_dir"]:
             verify.migration_files(p["migrations_dir"])  # a wrong path fails in check mode too
-        if module.check_mode and not verify.database_exists(p["dsn"]):
+        exists = verify.database_exists(p["dsn"])
+        if module.check_mode and not exists:
             exit_checks_skipped(module, list(verify.VERIFY_CHECKS) + (["command"] if p["command"] else []), "verify")
+        marker = None
+        if exists:
+            with pg.connect(p["dsn"], step="connect to the restored database", application_name="pgdr verify") as conn:
+                marker = logical_restore.marker_of(conn)
+        if not (p["manifest"] or p["manifest_key"] or p["backup_id"]) and not (p["s3"] and p["source"]):
+            module.fail_json(
+                msg="name the backup (manifest, manifest_key or backup_id), or give s3 and source to "
+                "verify against the backup the database's marker names"
+            )
+        manifest, index = load_backup(p, marker)
         result = verify.verify_restore(
             p["dsn"],
             manifest,
@@ -196,7 +286,13 @@ def main():
             command_cwd=p["command_cwd"],
             command_timeout=p["command_timeout"],
             fail_on_pending=p["fail_on_pending"],
+            index=index,
+            content=p["content"],
+            jobs=p["jobs"],
+            marker=marker,
         )
+        result["backup_id"] = manifest.get("backup_id")
+        result["marker"] = marker
     except Exception as exc:  # the one error path
         fail(module, exc)
     exit_checks(module, result)

@@ -43,3 +43,43 @@ INSERT INTO storage.migrations (id, name, hash) VALUES
     (2, 'storage-schema', '5c7968fd083fcea04050c1b7f6253c9771b99011'),
     (3, 'pathtoken-column', '2cb1b0004b817b29d5b0a971af16bafeede4b70d')
 ON CONFLICT DO NOTHING;
+
+-- The helpers Storage policies call (storage.foldername(name) is the usual per-folder rule); the platform's own.
+CREATE OR REPLACE FUNCTION storage.foldername(name text) RETURNS text[]
+    LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT (string_to_array(name, '/'))[1:cardinality(string_to_array(name, '/')) - 1]
+$$;
+
+CREATE OR REPLACE FUNCTION storage.filename(name text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT (string_to_array(name, '/'))[cardinality(string_to_array(name, '/'))]
+$$;
+
+CREATE OR REPLACE FUNCTION storage.extension(name text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN storage.filename(name) LIKE '%.%'
+                THEN regexp_replace(storage.filename(name), '^.*\.', '') ELSE '' END
+$$;
+
+-- A trigger of the platform's own on storage.objects (its function is the platform's, in storage): a restore
+-- must leave it alone and must not count it as the app's.
+CREATE OR REPLACE FUNCTION storage.update_updated_at_column() RETURNS trigger
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    NEW.updated_at = now();
+    RETURN NEW;
+END
+$$;
+
+DROP TRIGGER IF EXISTS update_objects_updated_at ON storage.objects;
+CREATE TRIGGER update_objects_updated_at BEFORE UPDATE ON storage.objects
+    FOR EACH ROW EXECUTE FUNCTION storage.update_updated_at_column();
+
+ALTER FUNCTION storage.foldername(text) OWNER TO supabase_storage_admin;
+ALTER FUNCTION storage.filename(text) OWNER TO supabase_storage_admin;
+ALTER FUNCTION storage.extension(text) OWNER TO supabase_storage_admin;
+ALTER FUNCTION storage.update_updated_at_column() OWNER TO supabase_storage_admin;

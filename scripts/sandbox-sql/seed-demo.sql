@@ -39,3 +39,30 @@ FROM (SELECT id, tenant_id, row_number() OVER (PARTITION BY tenant_id ORDER BY d
 JOIN (SELECT id, tenant_id, starts_at, row_number() OVER (PARTITION BY tenant_id ORDER BY starts_at) AS n
       FROM public.sessions) s ON s.tenant_id = p.tenant_id
 WHERE (p.n + s.n) % 4 <> 0 OR p.n % 2 = 0;
+
+-- Accounts came from the trigger on auth.users. Every account is a member of its tenant; the first is its owner.
+INSERT INTO public.memberships (tenant_id, account_id, role, joined_at)
+SELECT p.tenant_id, p.id,
+       CASE WHEN row_number() OVER (PARTITION BY p.tenant_id ORDER BY p.display_name) = 1
+            THEN 'owner'::public.member_role ELSE 'member'::public.member_role END,
+       p.created_at
+FROM public.profiles p;
+
+-- Two invitations per tenant (the webhook queues one request each), one accepted.
+INSERT INTO public.invitations (tenant_id, email, invited_by, accepted_at)
+SELECT t.id, format('guest%s@%s.example', i, t.slug),
+       (SELECT m.account_id FROM public.memberships m WHERE m.tenant_id = t.id AND m.role = 'owner'),
+       CASE WHEN i = 1 THEN now() - interval '3 days' END
+FROM public.tenants t, generate_series(1, 2) i;
+
+-- Twelve monthly invoices per tenant, and an audit trail in both partitions.
+INSERT INTO public.invoices (tenant_id, amount_cents, issued_on, paid)
+SELECT t.id, 1000 * (m + length(t.slug)), date '2024-01-01' + (m - 1) * interval '1 month', m < 11
+FROM public.tenants t, generate_series(1, 12) m;
+
+INSERT INTO public."Audit Log" (tenant_id, account_id, action, at)
+SELECT m.tenant_id, m.account_id, (ARRAY['signed in', 'invited', 'paid'])[1 + (n % 3)],
+       CASE WHEN n % 2 = 0 THEN timestamptz '2024-06-01' ELSE now() END - n * interval '1 hour'
+FROM (SELECT tenant_id, account_id, row_number() OVER () AS n FROM public.memberships) m;
+
+REFRESH MATERIALIZED VIEW public.daily_revenue;

@@ -79,6 +79,7 @@ def up(root: str | os.PathLike | None = None) -> dict:
         _write_env_files(state)
         extras.ensure_age_key(state)
         extras.start_api(state)
+        extras.start_sessions(state)
         save_state(state)
     say(f"sandbox: up ({time.monotonic() - start:.1f} s)")
     return status(root)
@@ -111,6 +112,7 @@ def down(root: str | os.PathLike | None = None) -> None:
     with locked(Path(state["dir"])):
         # Clusters restored by the PITR runbook archive nowhere, but stop them first all the same.
         pitr.stop_restored(state)
+        extras.stop_sessions(state)
         for name in TARGETS:
             pg.stop(name, state[name])
         extras.stop_api(state)
@@ -125,6 +127,7 @@ def status(root: str | os.PathLike | None = None) -> dict:
     state["s3"]["up"] = s3.running_pid(state) is not None and s3.answers(state)
     if "supabase_api" in state:
         state["supabase_api"]["up"] = extras.api_pid(state) is not None and extras.api_answers(state)
+    state["platform_sessions"] = {"up": extras.sessions_pid(state) is not None and extras.sessions_connected(state)}
     return state
 
 
@@ -172,13 +175,18 @@ def stop_s3(root: str | os.PathLike | None = None) -> None:
     s3.stop(load_state(root))
 
 
-def connect(root: str | os.PathLike | None = None, target: str = "production", **kw) -> psycopg.Connection:
-    """A psycopg connection to `production` or `staging` as postgres."""
-    return pg.connect(load_state(root)[target], **kw)
+def connect(
+    root: str | os.PathLike | None = None, target: str = "production", as_admin: bool = False, **kw
+) -> psycopg.Connection:
+    """A psycopg connection to `production` or `staging` as postgres (not a superuser, as the runbooks connect),
+    or with as_admin=True as the platform's superuser supabase_admin."""
+    return pg.connect(load_state(root)[target], as_admin=as_admin, **kw)
 
 
-def psql(root: str | os.PathLike | None, target: str, query: str, params=None) -> list[tuple]:
+def psql(
+    root: str | os.PathLike | None, target: str, query: str, params=None, as_admin: bool = False
+) -> list[tuple]:
     """Run one SQL statement (autocommit) and return its rows ([] for statements without a result)."""
-    with connect(root, target, autocommit=True) as conn:
+    with connect(root, target, as_admin=as_admin, autocommit=True) as conn:
         cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []

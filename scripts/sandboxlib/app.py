@@ -31,17 +31,50 @@ STORAGE_FILES = {
 }
 
 
+# Run in the cron database only (pg_cron lives in the database that cron.database_name names).
+CRON_FILE = "07_cron.sql"
+# A database on staging made like a project's, without sessions on it: the template of restores into a new
+# database (restore_mode new_database) and of throwaway proofs; `postgres` itself is always in use.
+PLATFORM_TEMPLATE = "platform_template"
+
+
+def _platform_files(with_cron: bool) -> list[Path]:
+    files = sorted(SQL_DIR.glob("[0-9][0-9]_*.sql"))
+    return [f for f in files if with_cron or f.name != CRON_FILE]
+
+
+def _apply(conn, files: list[Path]) -> None:
+    for path in files:
+        with conn.transaction():
+            conn.execute(path.read_text())
+
+
 def bootstrap(name: str, target: dict) -> None:
-    """Create the platform roles, schemas, tables and grants of a fresh Supabase project (idempotent)."""
+    """Create the platform roles, schemas, tables and grants of a fresh Supabase project (idempotent), as the
+    platform's superuser; then give the login roles their passwords. Staging also gets the platform template."""
     with timed(f"postgres {name}: platform bootstrap") as info, pg.connect(target) as conn:
-        files = sorted(SQL_DIR.glob("[0-9][0-9]_*.sql"))
-        for path in files:
-            with conn.transaction():
-                conn.execute(path.read_text())
-        conn.execute(
-            sql.SQL("ALTER ROLE authenticator PASSWORD {}").format(sql.Literal(target["authenticator_password"]))
-        )
+        files = _platform_files(with_cron=True)
+        _apply(conn, files)
+        conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(target["password"])))
+        for login, password in target["platform_passwords"].items():
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(login), sql.Literal(password)))
+        conn.commit()
         info["outcome"] = f"{len(files)} SQL files applied"
+    if name == "staging":
+        ensure_platform_template(name, target)
+
+
+def ensure_platform_template(name: str, target: dict) -> None:
+    """The platform template database (made once): the platform bootstrap without pg_cron, cloneable by postgres."""
+    with pg.connect(target, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PLATFORM_TEMPLATE,)).fetchone():
+            return
+        with timed(f"postgres {name}: {PLATFORM_TEMPLATE}") as info:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PLATFORM_TEMPLATE)))
+            with pg.connect(target, dbname=PLATFORM_TEMPLATE) as tconn:
+                _apply(tconn, _platform_files(with_cron=False))
+            conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(PLATFORM_TEMPLATE)))
+            info["outcome"] = "made (the platform without pg_cron)"
 
 
 def migration_files(folder: Path) -> list[tuple[str, str, Path]]:
@@ -62,7 +95,8 @@ def split_statements(text: str) -> list[str]:
 
 def apply_migrations(name: str, target: dict, folder: Path) -> None:
     """Apply the migrations not yet recorded, each file in one transaction, recording it like the Supabase CLI."""
-    with timed(f"postgres {name}: migrations") as info, pg.connect(target) as conn:
+    # As postgres, not a superuser: a hosted project's migrations run as that role.
+    with timed(f"postgres {name}: migrations") as info, pg.connect(target, as_admin=False) as conn:
         done = {row[0] for row in conn.execute("SELECT version FROM supabase_migrations.schema_migrations")}
         pending = [m for m in migration_files(folder) if m[0] not in done]
         for version, label, path in pending:
@@ -79,11 +113,11 @@ def apply_migrations(name: str, target: dict, folder: Path) -> None:
 def ensure_demo_data(state: dict) -> None:
     """On an empty production app: tenants, users, sessions, participants, some events and storage objects."""
     target = state["production"]
-    with pg.connect(target) as conn:
+    with pg.connect(target, as_admin=False) as conn:
         if conn.execute("SELECT count(*) FROM public.tenants").fetchone()[0]:
             say("postgres production: demo data present")
             return
-    with timed("postgres production: demo data") as info, pg.connect(target) as conn:
+    with timed("postgres production: demo data") as info, pg.connect(target, as_admin=False) as conn:
         with conn.transaction():
             conn.execute((SQL_DIR / "seed-demo.sql").read_text())
             _insert_events(conn, DEMO_EVENTS)
@@ -97,7 +131,7 @@ def ensure_storage_objects(state: dict) -> None:
     """Put the demo files in the storage bucket and their rows in storage.objects (both idempotently)."""
     bucket = state["s3"]["buckets"]["storage"]
     client = s3.client(state)
-    with pg.connect(state["production"]) as conn, conn.transaction():
+    with pg.connect(state["production"], as_admin=False) as conn, conn.transaction():
         conn.execute(
             "INSERT INTO storage.buckets (id, name, public) VALUES (%s, %s, false) ON CONFLICT DO NOTHING",
             (bucket, bucket),
@@ -135,7 +169,7 @@ def seed_events(name: str, target: dict, *, rows: int | None = None, mb: float |
         raise SandboxError("seed needs exactly one of rows or mb")
     if (rows if rows is not None else mb) <= 0:
         raise SandboxError("seed needs a positive number of rows or MB")
-    with pg.connect(target, autocommit=True) as conn:
+    with pg.connect(target, as_admin=False, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('public.events')").fetchone()[0] is None:
             raise SandboxError(f"{name} has no public.events table (the sample app lives in production)")
         if not conn.execute("SELECT exists (SELECT FROM public.participants)").fetchone()[0]:
@@ -155,7 +189,7 @@ def seed_events(name: str, target: dict, *, rows: int | None = None, mb: float |
             return batch
 
     def work() -> None:
-        with pg.connect(target, autocommit=True) as conn:
+        with pg.connect(target, as_admin=False, autocommit=True) as conn:
             # Commits need not wait for their WAL flush here: a seed lost in a crash is simply run again.
             conn.execute("SET synchronous_commit = off")
             while batch := claim():
@@ -168,7 +202,7 @@ def seed_events(name: str, target: dict, *, rows: int | None = None, mb: float |
     goal = f"{rows} rows" if rows is not None else f"+{mb:g} MB"
     start = time.monotonic()
     workers = max(1, min(4, os.cpu_count() or 1))
-    with pg.connect(target, autocommit=True) as conn, ThreadPoolExecutor(workers) as pool:
+    with pg.connect(target, as_admin=False, autocommit=True) as conn, ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(work) for _ in range(workers)]
         try:
             while wait(futures, timeout=PROGRESS_EVERY, return_when=FIRST_EXCEPTION).not_done:

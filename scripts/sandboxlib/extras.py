@@ -1,9 +1,12 @@
-"""The sandbox's smaller pieces: an age key pair for client-side encryption and the local stand-in of the
-Supabase Management API (scripts/supabase_api_standin.py), run as a detached process like SeaweedFS."""
+"""The sandbox's smaller pieces: an age key pair for client-side encryption, and two detached processes like
+SeaweedFS: the local stand-in of the Supabase Management API (scripts/supabase_api_standin.py) and the platform
+services' sessions (scripts/platform_sessions.py), which keep the projects' postgres databases in use as PostgREST,
+Auth and Storage do on a hosted project."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -15,9 +18,9 @@ import urllib.request
 from pathlib import Path
 
 from .common import SandboxError, pid_alive, say, tail
-from .state import PORT_RANGE, REPO, port_free
+from .state import PLATFORM_LOGINS, PORT_RANGE, REPO, TARGETS, port_free
 
-API_READY_TIMEOUT = 15
+READY_TIMEOUT = 15
 
 
 def ensure_age_key(state: dict) -> bool:
@@ -56,15 +59,51 @@ def _api(state: dict) -> dict:
     return state["supabase_api"]
 
 
-def api_pid(state: dict) -> int | None:
-    api = state.get("supabase_api")
-    if not api:
-        return None
+def _pid(pid_file: str) -> int | None:
     try:
-        pid = int(Path(api["pid_file"]).read_text())
+        pid = int(Path(pid_file).read_text())
     except (OSError, ValueError):
         return None
     return pid if pid_alive(pid) else None
+
+
+def _start(label: str, argv: list[str], service: dict, ready) -> None:
+    """Start a detached process (its own session), wait until ready() says it serves, or fail with its log."""
+    Path(service["pid_file"]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    Path(service["log_file"]).parent.mkdir(parents=True, exist_ok=True)
+    with open(service["log_file"], "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    Path(service["pid_file"]).write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(label, service)
+            raise SandboxError(f"the {label} did not start; last lines of its log:\n{tail(Path(service['log_file']))}")
+        time.sleep(0.1)
+
+
+def _stop(label: str, service: dict) -> None:
+    """SIGTERM to the process group, 10 s, then SIGKILL."""
+    pid = _pid(service["pid_file"])
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    Path(service["pid_file"]).unlink(missing_ok=True)
+    say(f"{label}: stopped")
+
+
+def api_pid(state: dict) -> int | None:
+    api = state.get("supabase_api")
+    return _pid(api["pid_file"]) if api else None
 
 
 def api_answers(state: dict) -> bool:
@@ -85,40 +124,58 @@ def start_api(state: dict) -> None:
     if api_pid(state):
         say(f"supabase api stand-in: already running on {api['url']}")
         return
-    Path(api["pid_file"]).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    Path(api["log_file"]).parent.mkdir(parents=True, exist_ok=True)
     script = REPO / "scripts" / "supabase_api_standin.py"
-    with open(api["log_file"], "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(script), "--port", str(api["port"]), "--state", api["state_file"]],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    Path(api["pid_file"]).write_text(f"{proc.pid}\n")
-    deadline = time.monotonic() + API_READY_TIMEOUT
-    while not api_answers(state):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_api(state)
-            raise SandboxError(
-                f"the Management API stand-in did not start; last lines of its log:\n{tail(Path(api['log_file']))}"
-            )
-        time.sleep(0.1)
+    argv = [sys.executable, str(script), "--port", str(api["port"]), "--state", api["state_file"]]
+    _start("Management API stand-in", argv, api, lambda: api_answers(state))
     say(f"supabase api stand-in: started on {api['url']}")
 
 
 def stop_api(state: dict) -> None:
-    pid = api_pid(state)
-    if pid is None:
+    if state.get("supabase_api"):
+        _stop("supabase api stand-in", state["supabase_api"])
+
+
+def _sessions(state: dict) -> dict:
+    folder = Path(state["dir"]) / "platform-sessions"
+    return {
+        "pid_file": str(folder / "sessions.pid"),
+        "log_file": str(Path(state["dir"]) / "logs" / "platform-sessions.log"),
+        "status_file": str(folder / "status.json"),
+    }
+
+
+def sessions_pid(state: dict) -> int | None:
+    return _pid(_sessions(state)["pid_file"])
+
+
+def sessions_connected(state: dict) -> bool:
+    """True when every platform login holds its session on every project (the process's own status file)."""
+    try:
+        status = json.loads(Path(_sessions(state)["status_file"]).read_text())
+    except (OSError, ValueError):
+        return False
+    return all(status.get(target, {}).get(login) == "connected" for target in TARGETS for login in PLATFORM_LOGINS)
+
+
+def start_sessions(state: dict) -> None:
+    """The platform services' sessions on each project's postgres database (authenticator LISTENs, as PostgREST)."""
+    service = _sessions(state)
+    if sessions_pid(state):
+        say("platform sessions: already running")
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-    Path(state["supabase_api"]["pid_file"]).unlink(missing_ok=True)
-    say("supabase api stand-in: stopped")
+    Path(service["status_file"]).unlink(missing_ok=True)
+    script = REPO / "scripts" / "platform_sessions.py"
+    argv = [
+        sys.executable,
+        str(script),
+        "--state",
+        str(Path(state["dir"]) / "state.json"),
+        "--status",
+        service["status_file"],
+    ]
+    _start("platform sessions", argv, service, lambda: sessions_connected(state))
+    say(f"platform sessions: {', '.join(PLATFORM_LOGINS)} connected to each project's postgres database")
+
+
+def stop_sessions(state: dict) -> None:
+    _stop("platform sessions", _sessions(state))

@@ -31,17 +31,24 @@ archive_mode = on
 archive_command = '/bin/true'
 shared_buffers = 256MB
 max_connections = 50
+# pg_cron, as on a hosted project: jobs live in cron.job of the postgres database.
+shared_preload_libraries = 'pg_cron'
+cron.database_name = 'postgres'
 """
 
 
-def connect(target: dict, **kw) -> psycopg.Connection:
-    """A psycopg connection to a target over TCP with its password."""
+def connect(target: dict, *, as_admin: bool = True, **kw) -> psycopg.Connection:
+    """A psycopg connection to a target over TCP: as the platform's superuser (supabase_admin) by default, which
+    is what the sandbox itself needs; as_admin=False connects as the runbooks' non-superuser `postgres`."""
+    user, password = (
+        (target["admin_user"], target["admin_password"]) if as_admin else (target["user"], target["password"])
+    )
     params = {
         "host": target["host"],
         "port": target["port"],
-        "user": target["user"],
+        "user": user,
         "dbname": target["dbname"],
-        "password": target["password"],
+        "password": password,
         "connect_timeout": 5,
     }
     return psycopg.connect(**(params | kw))
@@ -85,7 +92,7 @@ def ensure_cluster(name: str, target: dict, tls: dict) -> bool:
         for folder in (base, data, Path(target["socket_dir"]), Path(target["log_file"]).parent):
             install_dir(folder, "postgres", "700")
         pwfile = base / ".pwfile"
-        pwfile.write_text(target["password"] + "\n")
+        pwfile.write_text(target["admin_password"] + "\n")
         shutil.chown(pwfile, "postgres", "postgres")
         pwfile.chmod(0o600)
         try:
@@ -96,8 +103,10 @@ def ensure_cluster(name: str, target: dict, tls: dict) -> bool:
                     data,
                     "--auth-local=trust",
                     "--auth-host=scram-sha-256",
+                    # The bootstrap superuser is the platform's, as on a hosted project; `postgres` is made
+                    # by the platform bootstrap as an ordinary role with CREATEROLE, CREATEDB, REPLICATION, BYPASSRLS.
                     "-U",
-                    "postgres",
+                    "supabase_admin",
                     "--data-checksums",
                     "--encoding=UTF8",
                     "--locale=C.UTF-8",

@@ -28,7 +28,10 @@ GRPC_OFFSET = 10000
 # Ports come from below the Linux ephemeral range (32768-60999), where outgoing connections take theirs;
 # only SeaweedFS's gRPC twins (port + 10000, at most 42000) reach into it.
 PORT_RANGE = (15000, 32000)
-STATE_VERSION = 1
+# 2: `postgres` is not a superuser (supabase_admin is), as on a hosted project; platform roles have passwords.
+STATE_VERSION = 2
+# The platform services' login roles, each holding a session on every project's postgres database.
+PLATFORM_LOGINS = ("authenticator", "supabase_auth_admin", "supabase_storage_admin")
 
 
 def sandbox_dir(path: str | os.PathLike | None = None) -> Path:
@@ -50,9 +53,15 @@ def load_state(root: str | os.PathLike | None = None) -> dict:
     """The stored state (no live checks); raises SandboxError when the sandbox was never created."""
     path = state_file(sandbox_dir(root))
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except FileNotFoundError:
         raise SandboxError(f"no sandbox at {path.parent} (run: scripts/sandbox up)") from None
+    if state.get("version") != STATE_VERSION:
+        raise SandboxError(
+            f"the sandbox at {path.parent} was made by another version of scripts/sandbox (state version "
+            f"{state.get('version')}, this one writes {STATE_VERSION}): run scripts/sandbox destroy, then up"
+        )
+    return state
 
 
 def save_state(state: dict) -> None:
@@ -158,18 +167,25 @@ def new_state(root: Path) -> dict:
     }
     for target in TARGETS:
         password = secrets.token_urlsafe(18)
+        admin_password = secrets.token_urlsafe(18)
         base = pg_root / target
         state[target] = {
             "host": HOST,
             "port": ports[target],
+            # The runbooks' role: `postgres`, not a superuser, as on a hosted project.
             "user": "postgres",
             "password": password,
             "dbname": "postgres",
             "dsn": f"postgresql://postgres:{password}@{HOST}:{ports[target]}/postgres",
+            # The platform's superuser (it owns the platform and made the cluster); for the sandbox itself, the
+            # tests' cleanup and self-hosted paths that need a superuser (pgBackRest). Never the runbooks' default.
+            "admin_user": "supabase_admin",
+            "admin_password": admin_password,
+            "admin_dsn": f"postgresql://supabase_admin:{admin_password}@{HOST}:{ports[target]}/postgres",
             "data_dir": str(base / "data"),
             "socket_dir": str(base / "run"),
             "log_file": str(base / "log" / "postgresql.log"),
-            "authenticator_password": secrets.token_urlsafe(18),
+            "platform_passwords": {name: secrets.token_urlsafe(18) for name in PLATFORM_LOGINS},
             "anon_key": secrets.token_urlsafe(32),
             "service_role_key": secrets.token_urlsafe(32),
             "initialized": False,
