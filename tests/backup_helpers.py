@@ -7,6 +7,7 @@ backup itself, not the engine agreeing with itself.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import uuid
@@ -44,34 +45,79 @@ def drop_database(state, name, target="staging"):
         conn.execute(f'drop database if exists "{name}" with (force)')
 
 
+def admin_dsn_for(state, target, dbname):
+    t = state[target]
+    return f"postgresql://{t['admin_user']}:{t['admin_password']}@{t['host']}:{t['port']}/{dbname}"
+
+
 def restore_with_tools(state, target, manifest, workdir, dbname, db_target="staging"):
-    """Restore a backup's objects into dbname in the documented order, with psql and pg_restore only."""
-    dsn = dsn_for(state, db_target, dbname)
+    """Restore a backup into dbname with the client tools and plain COPY only, as the cluster's superuser: no
+    engine code, so a test that restores with this checks the backup itself.
+
+    Roles with psql; the schema's pre-data with pg_restore; each data object's sections (byte ranges of the
+    decompressed object, listed in the index) with COPY ... FROM STDIN; post-data with pg_restore; the app's
+    objects on the platform's tables from the index's statements. Extensions the database cannot have (pg_cron
+    outside cron.database_name) are left out. Returns the database's connection string (as postgres)."""
+    admin = admin_dsn_for(state, db_target, dbname)
     files = {}
     for obj in manifest["objects"]:
         dest = Path(workdir, obj["key"].rsplit("/", 1)[-1].removesuffix(".zst"))
         assert fetch_object(target, obj["key"], dest) == obj["sha256"], obj["key"]
         files[obj["name"]] = dest
+    index = json.loads(Path(files["index"]).read_text())
 
     def run(*argv, env=None):
         subprocess.run(argv, check=True, capture_output=True, env={**os.environ, **(env or {})})
 
-    run(str(PG_BIN / "psql"), "-q", "-d", dsn, "-f", str(files["roles"]))
-    run(str(PG_BIN / "pg_restore"), "--exit-on-error", "--section=pre-data", "-d", dsn, str(files["schema"]))
-    run(
-        str(PG_BIN / "pg_restore"),
-        "--exit-on-error",
-        "-j",
-        "2",
-        "-d",
-        dsn,
-        str(files["data"]),
-        env={"PGOPTIONS": "-c session_replication_role=replica"},
-    )
-    run(str(PG_BIN / "pg_restore"), "--exit-on-error", "--section=post-data", "-d", dsn, str(files["schema"]))
-    if "migrations" in files:
-        run(str(PG_BIN / "pg_restore"), "--exit-on-error", "--data-only", "-d", dsn, str(files["migrations"]))
-    return dsn
+    run(str(PG_BIN / "psql"), "-q", "-d", admin, "-f", str(files["roles"]))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        # The template's platform defaults would grant every new object to the API roles; the backup's own
+        # default privileges and ACLs are what must come back.
+        # (Both roles': this restore runs as the superuser, whose objects get supabase_admin's defaults.)
+        for role in ("postgres", "supabase_admin"):
+            for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
+                conn.execute(
+                    f"alter default privileges for role {role} in schema public revoke all on {kind} "
+                    "from postgres, anon, authenticated, service_role"
+                )
+    listing = subprocess.run(
+        [str(PG_BIN / "pg_restore"), "-l", str(files["schema"])], capture_output=True, text=True, check=True
+    ).stdout
+    # Left out: what the template database has already (the platform's event triggers and publication) or cannot
+    # have (pg_cron lives only in the database cron.database_name names).
+    skip = ("pg_cron", " cron ", "EVENT TRIGGER", "PUBLICATION - supabase_realtime")
+    keep = [line for line in listing.splitlines() if not any(s in line for s in skip)]
+    Path(workdir, "schema.list").write_text("\n".join(keep) + "\n")
+    pre = [str(PG_BIN / "pg_restore"), "--exit-on-error", "-L", str(Path(workdir, "schema.list")), "-d", admin]
+    run(*pre, "--section=pre-data", str(files["schema"]))
+    with psycopg.connect(admin) as conn:
+        conn.execute("set session_replication_role = replica")
+        for name, sections in index["sections"].items():
+            raw = Path(files[name]).read_bytes()
+            for section in sections:
+                chunk = raw[section["offset"] : section["offset"] + section["length"]]
+                ident = psycopg.sql.SQL("{}.{} ({})").format(
+                    psycopg.sql.Identifier(section["schema"]),
+                    psycopg.sql.Identifier(section["table"]),
+                    psycopg.sql.SQL(", ").join(psycopg.sql.SQL(c) for c in section["columns"]),
+                )
+                with conn.cursor().copy(psycopg.sql.SQL("copy {} from stdin").format(ident)) as copy:
+                    copy.write(chunk)
+    run(*pre, "--section=post-data", str(files["schema"]))
+    with psycopg.connect(state["production"]["dsn"]) as conn:
+        populated = conn.execute(
+            "select format('%I.%I', schemaname, matviewname) from pg_matviews where ispopulated"
+        ).fetchall()
+    with psycopg.connect(admin) as conn:
+        for item in index["platform_ddl"]:
+            for statement in item["sql"]:
+                conn.execute(statement)
+        for _name, (last, called, ident) in index["sequences"].items():
+            conn.execute("select setval(%s, %s, %s)", (ident, last, called))
+        # The materialized views production has populated (a data-only restore leaves them empty).
+        for (ident,) in populated:
+            conn.execute(f"refresh materialized view {ident}")
+    return dsn_for(state, db_target, dbname)
 
 
 def row_counts(dsn, tables):
@@ -84,3 +130,171 @@ def row_counts(dsn, tables):
             )
             counts[name] = conn.execute(query).fetchone()[0]
     return counts
+
+
+# The pg_dump arguments a version 1 backup was taken with (one archive of data, one of the migration history).
+V1_SCHEMA_EXCLUDE = [
+    "information_schema",
+    "pg_*",
+    "_analytics",
+    "_realtime",
+    "_supavisor",
+    "auth",
+    "etl",
+    "extensions",
+    "pgbouncer",
+    "realtime",
+    "storage",
+    "supabase_functions",
+    "supabase_migrations",
+    "cron",
+    "dbdev",
+    "graphql",
+    "graphql_public",
+    "net",
+    "pgmq",
+    "pgsodium",
+    "pgsodium_masks",
+    "pgtle",
+    "repack",
+    "vault",
+    "topology",
+    "tiger",
+    "tiger_data",
+    "timescaledb_*",
+]
+V1_DATA_EXCLUDE = [
+    "information_schema",
+    "pg_*",
+    "graphql*",
+    "pgsodium*",
+    "pgtle",
+    "repack",
+    "vault",
+    "etl",
+    "extensions",
+    "pgbouncer",
+    "realtime",
+    "supabase_migrations",
+    "_analytics",
+    "_realtime",
+    "_supavisor",
+]
+
+
+def write_v1_backup(state, target, prefix, backup_id="20240101T000000Z"):
+    """A backup as the tool wrote them before data objects existed (manifest version 1): roles, schema, data and
+    migration history as pg_dumpall/pg_dump wrote them, zstd-compressed, with a version 1 manifest."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import dumpspec, pg
+
+    dsn = state["production"]["dsn"]
+    folder = f"{prefix}/production/logical/{backup_id}/"
+    custom = ["--format=custom", "--compress=0"]
+    dumps = {
+        "roles": ([str(PG_BIN / "pg_dumpall"), "--roles-only", "--no-role-passwords", "--no-comments"], "plain"),
+        "schema": (
+            [str(PG_BIN / "pg_dump"), *custom, "--schema-only", *[f"--exclude-schema={s}" for s in V1_SCHEMA_EXCLUDE]],
+            "custom",
+        ),
+        "data": (
+            [
+                str(PG_BIN / "pg_dump"),
+                *custom,
+                "--data-only",
+                *[f"--exclude-schema={s}" for s in V1_DATA_EXCLUDE],
+                "--exclude-table=auth.schema_migrations",
+                "--exclude-table=storage.migrations",
+                "--exclude-table=supabase_functions.migrations",
+            ],
+            "custom",
+        ),
+        "migrations": ([str(PG_BIN / "pg_dump"), *custom, "--schema=supabase_migrations"], "custom"),
+    }
+    objects = []
+    for name, (argv, fmt) in dumps.items():
+        raw = subprocess.run([*argv, f"--dbname={dsn}"], capture_output=True, check=True).stdout
+        if name == "roles":
+            text = raw.decode()
+            raw = "".join(dumpspec.filter_roles_sql(text.splitlines(keepends=True), "supabase")).encode()
+        body = zstandard.ZstdCompressor().compress(raw)
+        key = folder + f"{name}.{'sql' if fmt == 'plain' else 'pgdump'}.zst"
+        target.client.put_object(Bucket=target.bucket, Key=key, Body=body)
+        objects.append(
+            {
+                "name": name,
+                "key": key,
+                "format": fmt,
+                "size": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "raw_size": len(raw),
+                "compression": {"algorithm": "zstd", "level": 3},
+                "encryption": None,
+            }
+        )
+    with psycopg.connect(dsn) as conn:
+        facts = pg.server_facts(conn)
+        tables = [(s, t) for s, t in pg.user_tables(conn, "supabase")]
+        counts = pg.row_counts(conn, tables)
+        schema_objects = pg.schema_objects(conn, "supabase")
+        versions = pg.migration_versions(conn)
+    manifest = {
+        "manifest_version": 1,
+        "kind": "logical",
+        "backup_id": backup_id,
+        "window": "daily",
+        "source": {
+            "name": "production",
+            "host": state["production"]["host"],
+            "port": state["production"]["port"],
+            "database": "postgres",
+            "server_version": facts["server_version"],
+            "server_version_num": facts["server_version_num"],
+            "system_identifier": facts["system_identifier"],
+            "flavor": "supabase",
+            "database_size": facts["database_size"],
+        },
+        "tool": {"name": "pgdr", "version": "0.1.0", "pg_dump_version": "15.18", "pg_dumpall_version": "15.18"},
+        "started_at": "2024-01-01T00:00:00.000000Z",
+        "finished_at": "2024-01-01T00:00:10.000000Z",
+        "duration_s": 10.0,
+        "restore_order": list(dumps),
+        "objects": objects,
+        "tables": counts,
+        "schema": {"fingerprint": pg.fingerprint(schema_objects), "objects": schema_objects},
+        "migrations": {"versions": versions},
+    }
+    target.client.put_object(Bucket=target.bucket, Key=folder + "manifest.json", Body=json.dumps(manifest).encode())
+    return manifest
+
+
+def mark_as_restored(state, dbname, backup_id, **extra):
+    """A restore marker on a database restored by the tools above (what the engine's restores write), saying
+    what the restore left out on purpose (pg_cron: the template database cannot have it)."""
+    marker = {"backup_id": backup_id, "status": "complete", "extensions_skipped": ["pg_cron"], **extra}
+    with psycopg.connect(dsn_for(state, "staging", "postgres"), autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("comment on database {} is {}").format(
+                psycopg.sql.Identifier(dbname), psycopg.sql.Literal("pgdr:" + json.dumps(marker, sort_keys=True))
+            )
+        )
+
+
+def copy_database(state, source, prefix="copy"):
+    """A copy of a database on staging, with its marker (CREATE DATABASE ... TEMPLATE does not copy comments)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn_for(state, "staging", "postgres"), autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("create database {} template {}").format(
+                psycopg.sql.Identifier(name), psycopg.sql.Identifier(source)
+            )
+        )
+        comment = conn.execute(
+            "select shobj_description(oid, 'pg_database') from pg_database where datname = %s", (source,)
+        ).fetchone()[0]
+        if comment:
+            conn.execute(
+                psycopg.sql.SQL("comment on database {} is {}").format(
+                    psycopg.sql.Identifier(name), psycopg.sql.Literal(comment)
+                )
+            )
+    return name

@@ -99,14 +99,14 @@ class PlaybookRun:
         ]
 
 
-@pytest.fixture
-def run_playbook(sandbox_dir, sandbox, tmp_path):
-    """Run a playbook of the repo through ansible-runner against the sandbox's inventory."""
+def playbook_runner(sandbox_dir, folder):
+    """A function that runs a playbook of the repo through ansible-runner against the sandbox's inventory, its
+    private data folders under folder."""
     import ansible_runner
 
     def run(playbook, extravars=None, check=False, diff=False, inventory="inventories/local/hosts.yml", env=None):
-        private = tmp_path / f"runner-{uuid.uuid4().hex[:8]}"
-        private.mkdir()
+        private = Path(folder) / f"runner-{uuid.uuid4().hex[:8]}"
+        private.mkdir(parents=True)
         cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
         envvars = {
             "SANDBOX_DIR": str(sandbox_dir),
@@ -128,6 +128,12 @@ def run_playbook(sandbox_dir, sandbox, tmp_path):
         return PlaybookRun(runner, private)
 
     return run
+
+
+@pytest.fixture
+def run_playbook(sandbox_dir, sandbox, tmp_path):
+    """Run a playbook of the repo through ansible-runner against the sandbox's inventory."""
+    return playbook_runner(sandbox_dir, tmp_path)
 
 
 def load_json(path):

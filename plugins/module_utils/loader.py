@@ -85,7 +85,9 @@ class Loader:
         conn.commit()
 
     def _check_extensions(self):
-        wanted = self.index.get("extensions") or {}
+        wanted = self.index.get("extensions") or {
+            e.tag.strip('"'): "" for e in self._entries() if e.desc == "EXTENSION"
+        }
         have = {
             n: f"{v} in {s}"
             for n, v, s in self.conn.execute(
@@ -142,11 +144,15 @@ class Loader:
         psql = [self.tools["psql"], "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
         self._tool([*psql, f"--dbname={self._conninfo()}", "-f", self.files["roles"]], "restore roles")
 
+    def _entries(self):
+        if getattr(self, "_toc", None) is None:
+            self._toc = toc.listing(self.tools["pg_restore"], self.files["schema"], self._env(), self.where)
+        return self._toc
+
     def _list_file(self):
         if getattr(self, "_list", None):
             return self._list
-        env = self._env()
-        entries = toc.listing(self.tools["pg_restore"], self.files["schema"], env, self.where)
+        entries = self._entries()
         platform_schemas = dumpspec.SUPABASE_SCHEMA_EXCLUDE if self.flavor == "supabase" else ()
         publications = {n for (n,) in self.conn.execute("select pubname from pg_publication").fetchall()}
         hooks = {(h["schema"], f"{h['table']} {h['trigger']}") for h in self.index.get("webhooks", [])}

@@ -48,6 +48,7 @@ except ImportError:  # pragma: no cover
 MARKER_PREFIX = "pgdr:"
 TEMP_SUFFIX = "__pgdr_restoring"
 MODES = ("new_database", "project")
+V1_DATA_LEFT_OUT = ("cron", "net")
 # stream: the data object goes from S3 straight into pg_restore (no local copy; indexes still build in parallel);
 # file: a verified local copy first, then pg_restore -j for the data too (needs its uncompressed size on disk).
 DATA_MODES = ("stream", "file")
@@ -233,15 +234,36 @@ def _read_target_marker(conn, request):
     return read_marker(conn, request.database)
 
 
+def _template_use(conn, name):
+    """Whether this login can copy the template: "usable", or why not (CREATE DATABASE ... TEMPLATE needs
+    CREATEDB and either a database marked IS_TEMPLATE, ownership of it, or superuser)."""
+    row = conn.execute(
+        "select d.datistemplate, pg_has_role(current_user, d.datdba, 'member'), r.rolsuper, r.rolcreatedb"
+        " from pg_roles r left join pg_database d on d.datname = %s where r.rolname = current_user",
+        (name,),
+    ).fetchone()
+    is_template, owns, superuser, createdb = row
+    if is_template is None:
+        return "does not exist"
+    if not (superuser or createdb):
+        return "cannot be copied: this login may not create databases (CREATEDB)"
+    if not (is_template or owns or superuser):
+        return "cannot be copied by this login: it is not marked IS_TEMPLATE and the login neither owns it nor is superuser"
+    return "usable"
+
+
 def plan(request):
     """What a run would do, read without writing: the marker found, the steps, the disk needed."""
     guard = production_guard(request)
     with pg.connect(request.target_dsn, step="connect restore target") as conn:
         marker = _read_target_marker(conn, request)
-        template_exists = read_marker(conn, request.template) is not None or request.template == "template0"
+        template = _template_use(conn, request.template) if request.mode == "new_database" else "usable"
         server = pg.server_facts(conn)
     _tools(request)
     same_backup = bool(marker) and marker.get("backup_id") == request.backup_id
+    if request.mode == "project":
+        # The project holds whatever was restored last; another backup (even under the same id) replaces it.
+        same_backup = same_backup and marker.get("manifest_sha256") == request.manifest_sha256
     if same_backup and marker.get("manifest_sha256") not in (None, request.manifest_sha256):
         raise DRError(
             f"database {request.database} holds another backup with the id {request.backup_id} (another source, "
@@ -259,12 +281,13 @@ def plan(request):
             subject=request.where,
             hint="choose another database name (-e pgdr_restore_database=...) or drop that database after checking it",
         )
-    if not template_exists and request.mode == "new_database":
+    if template != "usable":
         raise DRError(
-            f"template database {request.template} does not exist",
+            f"template database {request.template} {template}",
             step="plan restore",
             subject=request.where,
-            hint="set the template option to a platform-ready database",
+            hint="set the template option to a platform-ready database marked IS_TEMPLATE (the sandbox has "
+            "platform_template), or restore with mode project into a new project",
         )
     free = shutil.disk_usage(request.workdir).free if os.path.isdir(request.workdir) else None
     data = [o for o in request.manifest["objects"] if o.get("kind") == "data"]
@@ -693,13 +716,16 @@ def _load_v1(request, conn, dsn, tools, files, verified, steps):
     restore = [tools["pg_restore"], "--exit-on-error", "--no-owner", f"--dbname={conninfo}"]
     # Loading sessions do not wait for WAL flushes: the database is unused until it is complete and renamed.
     replica = dict(env, PGOPTIONS="-c session_replication_role=replica -c synchronous_commit=off")
+    # Version 1 archives hold pg_cron's tables and pg_net's queue too: a restore's role may not write cron.job
+    # (a hosted project forbids it) and must not resend production's queued requests.
+    data_only = ["--data-only", *(f"--exclude-schema={s}" for s in V1_DATA_LEFT_OUT)]
     if request.data_mode == "stream":
         data = next(o for o in request.manifest["objects"] if o["name"] == "data")
         verified.append(
             steps.run(
                 "data",
                 restore_streamed,
-                [*restore, "--data-only"],
+                [*restore, *data_only],
                 replica,
                 request.target,
                 data,
@@ -712,7 +738,7 @@ def _load_v1(request, conn, dsn, tools, files, verified, steps):
         steps.run(
             "data",
             _run_tool,
-            [*restore, f"--jobs={request.jobs}", "--data-only", files["data"]],
+            [*restore, f"--jobs={request.jobs}", *data_only, files["data"]],
             replica,
             "restore data",
             request.where,

@@ -215,8 +215,10 @@ class Settings:
         return [self.lock_path, self.log_path, self.spool_path]
 
 
-def render_config(settings, stanza, pg_path, pg_port=None, pg_socket_path=None):
-    """pgbackrest.conf text: [global] with the repository and settings, [<stanza>] with the cluster."""
+def render_config(settings, stanza, pg_path, pg_port=None, pg_socket_path=None, pg_user=None):
+    """pgbackrest.conf text: [global] with the repository and settings, [<stanza>] with the cluster. pg_user is
+    the role pgBackRest logs in as over the socket (its default is the OS user's name, postgres, which is not a
+    superuser on a Supabase-shaped cluster; backups need a superuser for the backup functions)."""
     check_stanza_name(stanza)
     lines = ["# Written by pgdr (pgdr_pgbackrest_* modules); changes here are overwritten.", "[global]"]
     lines += [f"{k}={v}" for k, v in settings.options().items()]
@@ -225,6 +227,8 @@ def render_config(settings, stanza, pg_path, pg_port=None, pg_socket_path=None):
         lines.append(f"pg1-port={pg_port}")
     if pg_socket_path:
         lines.append(f"pg1-socket-path={pg_socket_path}")
+    if pg_user and pg_user != PG_USER:
+        lines.append(f"pg1-user={pg_user}")
     return "\n".join(lines) + "\n"
 
 
@@ -1040,7 +1044,10 @@ def stanza_plan(req):
     pg_path = req.pg_path or current["data_directory"]
     pg_port = req.pg_port or int(current["port"])
     pg_socket = req.pg_socket_path or (sockets[0] if sockets else None)
-    text = render_config(req.settings, req.stanza, pg_path, pg_port, pg_socket)
+    import psycopg.conninfo
+
+    pg_user = psycopg.conninfo.conninfo_to_dict(req.dsn).get("user")
+    text = render_config(req.settings, req.stanza, pg_path, pg_port, pg_socket, pg_user=pg_user)
     command = archive_command(req.binary, req.config_file, req.stanza)
     steps = []
     if not config_matches(req.config_file, text):

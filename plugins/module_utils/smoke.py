@@ -524,3 +524,58 @@ def planned_checks(checks, http=None, command=None):
             hint="point smoke_tests_checks_dir at a folder of check files (the role's files/checks by default)",
         )
     return names
+
+
+_QUALIFIED = re.compile(
+    r'(?<![\w."$])(?P<schema>"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)\s*\.\s*'
+    r'(?P<name>"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)(?P<call>\s*\()?'
+)
+
+
+def _ident(text):
+    return text[1:-1].replace('""', '"') if text.startswith('"') else text.lower()
+
+
+def references(check):
+    """The schema-qualified relations and functions a check (and its setup files) names: sorted
+    [("relation"|"function", "schema.name")]. Aliases (p.id) are left to the caller to tell apart."""
+    texts = list(check.get("statements", []))
+    for path in check.get("setup", []):
+        with open(path, encoding="utf-8") as fh:
+            texts.append(fh.read())
+    found = set()
+    for raw in texts:
+        text = re.sub(r"'(?:[^']|'')*'", "''", re.sub(r"--[^\n]*", " ", raw))
+        for match in _QUALIFIED.finditer(text):
+            kind = "function" if match["call"] else "relation"
+            found.add((kind, f"{_ident(match['schema'])}.{_ident(match['name'])}"))
+    return sorted(found)
+
+
+def plan_against_backup(checks, fingerprint):
+    """Per check, what it uses of the app's schemas and whether the backup has it: [{name, uses, missing}].
+
+    Only names in the app's schemas count (the platform's, such as auth.uid(), are the target's; an alias such
+    as p.id never names a schema)."""
+    objects = fingerprint.get("objects", {})
+    schemas = set(fingerprint.get("app_schemas", []))
+    relations = {
+        k.split(" ", 1)[1]
+        for k in objects
+        if k.split(" ", 1)[0] in ("table", "view", "matview", "sequence", "foreign_table")
+    }
+    functions = {
+        k.split(" ", 1)[1].split("(", 1)[0] for k in objects if k.split(" ", 1)[0] in ("function", "procedure")
+    }
+    plan = []
+    for check in checks:
+        uses, missing = [], []
+        for kind, name in references(check):
+            if name.split(".", 1)[0] not in schemas:
+                continue
+            label = f"{name}()" if kind == "function" else name
+            uses.append(label)
+            if name not in (functions if kind == "function" else relations):
+                missing.append(label)
+        plan.append({"name": check["name"], "uses": uses, "missing": missing})
+    return plan

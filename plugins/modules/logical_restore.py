@@ -13,7 +13,7 @@ description:
     already has the platform schemas) and takes the final name only when every step succeeded. A failure drops the
     temporary database; an existing database is never touched.
   - With O(mode=project) it goes into the target's own database in place (a Supabase project's C(postgres), the only
-    database its API serves): the app an earlier restore put there is removed first (the app's schemas, the objects
+    database its API serves); the app an earlier restore put there is removed first (the app's schemas, the objects
     of C(public), the app's objects on the platform's tables, the platform rows the backup carries), the platform
     is left alone, and a failed run leaves a C(restoring) marker that the next run repairs.
   - Everything runs as the target's role, which need not be a superuser (a hosted project's C(postgres)). After

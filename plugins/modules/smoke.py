@@ -19,11 +19,32 @@ version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
   - pgdr.supabase.check_command
+  - pgdr.supabase.s3
 options:
   dsn:
     description: libpq connection string of the database to test. Never logged.
     type: str
     required: true
+  plan_only:
+    description:
+      - In check mode, run nothing even when the database exists (a rehearsal of a restore into a project that
+        holds something else now). Outside check mode it is ignored.
+    type: bool
+    default: false
+  manifest:
+    description:
+      - The backup about to be restored (its manifest), for check mode; each check is matched against the
+        backup's catalog (its index, read from O(s3)), naming the tables and functions of the app's schemas it
+        uses that the backup does not have.
+    type: dict
+  s3:
+    description: The bucket holding the backup of O(manifest).
+    required: false
+  decryption_identities:
+    description: age identities of an encrypted backup. Never logged.
+    type: list
+    elements: str
+    default: []
   checks_dirs:
     description: Folders of C(*.sql) check files, run in order.
     type: list
@@ -121,8 +142,20 @@ failed_checks:
   type: list
   elements: str
 would_run:
-  description: In check mode when the database does not exist yet, the checks a real run would make.
+  description: In check mode before the restore, the checks a real run would make.
   returned: when skipped
+  type: list
+  elements: str
+plan:
+  description:
+    - In check mode with O(manifest) and O(s3), per check what it uses of the app's schemas (C(uses)) and what of
+      that the backup lacks (C(missing)).
+  returned: when planned against a backup
+  type: list
+  elements: dict
+cannot_pass:
+  description: Checks that use a table or function the backup does not have.
+  returned: when planned against a backup
   type: list
   elements: str
 skipped_reason:
@@ -138,7 +171,39 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common impor
     exit_checks,
     exit_checks_skipped,
     fail,
+    s3_spec,
+    s3_target,
 )
+
+
+def exit_planned(module, planned, checks, params):
+    """Check mode before the restore: each check, what it uses of the backup, and whether the backup has it."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import crypto, logical_restore
+
+    identities = crypto.parse_identities(params["decryption_identities"]) if params["decryption_identities"] else None
+    index = logical_restore.read_index(s3_target(params["s3"]), params["manifest"], identities) or {}
+    plan = smoke_plan(checks, index)
+    cannot = [p["name"] for p in plan if p["missing"]]
+    module.exit_json(
+        changed=False,
+        ok=True,
+        checks=[],
+        failed_checks=[],
+        would_run=planned,
+        plan=plan,
+        cannot_pass=cannot,
+        skipped_reason="check mode: the restore was only planned; nothing to test yet",
+        msg=f"check mode: would run {len(planned)} checks"
+        + (f"; {len(cannot)} cannot pass on this backup: {', '.join(cannot)}" if cannot else ""),
+    )
+
+
+def smoke_plan(checks, index):
+    from ansible_collections.pgdr.supabase.plugins.module_utils import smoke
+
+    if not index.get("fingerprint"):
+        return [{"name": c["name"], "uses": [], "missing": []} for c in checks]
+    return smoke.plan_against_backup(checks, index["fingerprint"])
 
 
 def main():
@@ -159,6 +224,10 @@ def main():
                     "name": {"type": "str", "default": "http"},
                 },
             },
+            "plan_only": {"type": "bool", "default": False},
+            "manifest": {"type": "dict"},
+            "s3": {**s3_spec(), "required": False},
+            "decryption_identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
             **check_command_spec(),
         },
         supports_check_mode=True,
@@ -168,8 +237,11 @@ def main():
     p = module.params
     try:
         checks = smoke.load_checks(p["checks_dirs"])
-        if module.check_mode and not verify.database_exists(p["dsn"]):
-            exit_checks_skipped(module, smoke.planned_checks(checks, p["http"], p["command"]), "test")
+        if module.check_mode and (p["plan_only"] or not verify.database_exists(p["dsn"])):
+            planned = smoke.planned_checks(checks, p["http"], p["command"])
+            if p["manifest"] and p["s3"]:
+                exit_planned(module, planned, checks, p)
+            exit_checks_skipped(module, planned, "test")
         result = smoke.run_smoke(
             p["dsn"],
             checks,

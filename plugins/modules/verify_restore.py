@@ -10,7 +10,8 @@ description:
     C(<digits>_<name>.sql) files of O(migrations_dir) and with the versions the manifest recorded. A version
     applied without a file, or a file older than the newest applied version that was never applied, fails it;
     files newer than the newest applied version are reported as pending (a failure only with O(fail_on_pending)).
-  - C(catalog) compares the restored catalog with the fingerprint the backup took in its own snapshot (its index
+  - >-
+    C(catalog) compares the restored catalog with the fingerprint the backup took in its own snapshot (its index
     object): every object of the app, those on the platform's tables included, with its definition, owner and
     ACL; the app's default privileges; publication membership; extensions; materialized views' populated state;
     sequence values; cron jobs. Every difference is named (C(grant: public.notes to anon (INSERT, DELETE) is not in
@@ -19,7 +20,7 @@ description:
   - C(content) recomputes every table's content digest from the restored rows and compares it with the one the
     backup computed from the dump stream (O(content=full)), or compares row counts (O(content=counts)), or is
     reported as not compared (O(content=off)).
-  - For backups taken before index objects existed (manifest version 1): C(schema) compares each object's hash
+  - For backups taken before index objects existed (manifest version 1), C(schema) compares each object's hash
     with the manifest's, C(row_counts) each table's row count.
   - C(command), when O(command) is given, runs a team's own check with the database in C(SUPABASE_DB_URL)
     and C(DATABASE_URL); its exit code decides.
@@ -69,11 +70,17 @@ options:
         V(off) compares no content. The result says which ran.
     type: str
     default: full
-    choices: [full, counts, off]
+    choices: [full, counts, "off"]
   jobs:
     description: Sessions reading the restored tables at once for O(content=full).
     type: int
     default: 2
+  plan_only:
+    description:
+      - In check mode, compare nothing even when the database exists (a rehearsal of a restore into a project that
+        holds something else now); return the checks a real run would make. Ignored outside check mode.
+    type: bool
+    default: false
   migrations_dir:
     description:
       - The repository's C(supabase/migrations) folder. Omit to compare the history with the manifest only.
@@ -252,6 +259,7 @@ def main():
             "fail_on_pending": {"type": "bool", "default": False},
             "content": {"type": "str", "default": "full", "choices": ["full", "counts", "off"]},
             "jobs": {"type": "int", "default": 2},
+            "plan_only": {"type": "bool", "default": False},
             **check_command_spec(),
         },
         mutually_exclusive=[["manifest", "manifest_key", "backup_id"]],
@@ -262,20 +270,24 @@ def main():
 
     p = module.params
     try:
+        if not (p["manifest"] or p["manifest_key"] or p["backup_id"]) and not (p["s3"] and p["source"]):
+            module.fail_json(
+                msg="name the backup (manifest, manifest_key or backup_id), or give s3 and source to verify "
+                "against the backup the database's marker names"
+            )
+        if p["manifest"]:
+            from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+
+            catalog.validate_manifest(p["manifest"], "manifest option")
         if p["migrations_dir"]:
             verify.migration_files(p["migrations_dir"])  # a wrong path fails in check mode too
         exists = verify.database_exists(p["dsn"])
-        if module.check_mode and not exists:
+        if module.check_mode and (p["plan_only"] or not exists):
             exit_checks_skipped(module, list(verify.VERIFY_CHECKS) + (["command"] if p["command"] else []), "verify")
         marker = None
         if exists:
             with pg.connect(p["dsn"], step="connect to the restored database", application_name="pgdr verify") as conn:
                 marker = logical_restore.marker_of(conn)
-        if not (p["manifest"] or p["manifest_key"] or p["backup_id"]) and not (p["s3"] and p["source"]):
-            module.fail_json(
-                msg="name the backup (manifest, manifest_key or backup_id), or give s3 and source to "
-                "verify against the backup the database's marker names"
-            )
         manifest, index = load_backup(p, marker)
         result = verify.verify_restore(
             p["dsn"],

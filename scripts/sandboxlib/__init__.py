@@ -183,9 +183,7 @@ def connect(
     return pg.connect(load_state(root)[target], as_admin=as_admin, **kw)
 
 
-def psql(
-    root: str | os.PathLike | None, target: str, query: str, params=None, as_admin: bool = False
-) -> list[tuple]:
+def psql(root: str | os.PathLike | None, target: str, query: str, params=None, as_admin: bool = False) -> list[tuple]:
     """Run one SQL statement (autocommit) and return its rows ([] for statements without a result)."""
     with connect(root, target, as_admin=as_admin, autocommit=True) as conn:
         cur = conn.execute(query, params)

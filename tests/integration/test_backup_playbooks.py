@@ -49,7 +49,7 @@ def test_check_mode_on_a_fresh_prefix_touches_nothing(run_playbook, sandbox, s3_
     assert (bucket_state(s3_target), source_state(sandbox)) == before
     assert "would take backup" in run.stdout
     assert "would copy backup" in run.stdout
-    for name in ("roles.sql.zst", "schema.pgdump.zst", "data.pgdump.zst", "migrations.pgdump.zst", "manifest.json"):
+    for name in ("roles.sql.zst", "schema.pgdump.zst", "index.json.zst", "data-NNNN.copy.zst", "manifest.json"):
         assert f"s3://{s3_target.bucket}/{prefix}/production/logical/" in run.stdout and name in run.stdout
     assert_no_secrets(run, sandbox)
 

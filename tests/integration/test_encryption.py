@@ -47,7 +47,14 @@ def test_encrypted_backup_is_unreadable_without_the_identity_and_restores_with_i
     # The stored bytes verify without any key (the bucket side can check integrity, not read).
     assert len(selection.verify_objects(s3_target, manifest)) == len(manifest["objects"])
 
-    req = logical_restore.RestoreRequest(sandbox["staging"]["dsn"], manifest, s3_target, decryption_identities=[secret])
+    req = logical_restore.RestoreRequest(
+        sandbox["staging"]["dsn"],
+        manifest,
+        s3_target,
+        decryption_identities=[secret],
+        template="platform_template",
+        skip_extensions=["pg_cron"],
+    )
     try:
         result = logical_restore.run(req)
         assert result["changed"]
@@ -64,7 +71,11 @@ def test_restore_without_or_with_the_wrong_identity_fails_before_writing(sandbox
     wrong = str(pyrage.x25519.Identity.generate())
     for identities, expected in (((), "no decryption identity was given"), ((wrong,), "cannot decrypt")):
         req = logical_restore.RestoreRequest(
-            sandbox["staging"]["dsn"], manifest, s3_target, decryption_identities=identities
+            sandbox["staging"]["dsn"],
+            manifest,
+            s3_target,
+            decryption_identities=identities,
+            template="platform_template",
         )
         with pytest.raises(DRError, match=expected) as info:
             logical_restore.run(req)

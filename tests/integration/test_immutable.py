@@ -194,7 +194,7 @@ def test_secure_backup_copies_locks_verifies_and_is_idempotent(sandbox, primary,
 def test_locked_copy_cannot_be_deleted_or_shortened_by_version(sandbox, primary, secondary, prefix):
     take_backup(sandbox, primary, prefix)
     row = secure(primary, secondary, prefix)["backups"][0]
-    data = next(o for o in row["objects"] if o["name"] == "data")
+    data = next(o for o in row["objects"] if o["name"].startswith("data"))
     client = secondary.client
     with pytest.raises(ClientError) as caught:
         client.delete_object(Bucket=secondary.bucket, Key=data["key"], VersionId=data["version_id"])
@@ -217,13 +217,13 @@ def test_locked_copy_cannot_be_deleted_or_shortened_by_version(sandbox, primary,
 
 def test_stream_copy_of_a_corrupted_primary_object_is_refused_and_recorded(sandbox, primary, secondary, prefix):
     backup_id, manifest = take_backup(sandbox, primary, prefix)
-    data = next(o for o in manifest["objects"] if o["name"] == "data")
+    data = next(o for o in manifest["objects"] if o["name"].startswith("data"))
     flip_byte(primary, data["key"])
     with pytest.raises(DRError) as caught:
         secure(primary, secondary, prefix, method="stream")
     message = str(caught.value)
     assert f"backup {backup_id} is not secured" in message
-    assert "object data is corrupted" in message
+    assert "object data-0001 is corrupted" in message
     assert data["key"] in message
     record = primary.get_json(catalog.backup_prefix(prefix, "production", backup_id) + immutable.RECORD_NAME)
     assert record["status"] == "not_secured"

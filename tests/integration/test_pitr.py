@@ -37,8 +37,9 @@ def vars_for(sandbox):
     }
 
 
-def sql(sandbox, query, params=None):
-    with psycopg.connect(sandbox["production"]["dsn"], autocommit=True) as conn:
+def sql(sandbox, query, params=None, admin=False):
+    """A query on production, as the app's postgres or (for the WAL functions) as the cluster's superuser."""
+    with psycopg.connect(sandbox["production"]["admin_dsn" if admin else "dsn"], autocommit=True) as conn:
         cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else None
 
@@ -101,9 +102,9 @@ def cleanup(world):
         for d in pitr_sandbox.restored_data_dirs(sandbox)
         if pgbackrest.cluster_running(pgbackrest.bin_dir_for(str(d)), str(d))
     ]
-    sql(sandbox, "alter system reset archive_command")
-    sql(sandbox, "alter system reset archive_timeout")
-    sql(sandbox, "select pg_reload_conf()")
+    sql(sandbox, "alter system reset archive_command", admin=True)
+    sql(sandbox, "alter system reset archive_timeout", admin=True)
+    sql(sandbox, "select pg_reload_conf()", admin=True)
     if TIMINGS:
         print("\nPITR timings:", json.dumps(TIMINGS, indent=2))
         Path(sandbox["dir"], "pitr-timings.json").write_text(json.dumps(TIMINGS, indent=2) + "\n")
@@ -171,7 +172,7 @@ def test_restore_to_a_time_keeps_exactly_the_rows_before_it(pitr, run_playbook, 
     time.sleep(0.05)
     for i in range(3):
         sql(sandbox, "insert into pitr_probe(note) values (%s)", (f"after-{i}",))
-    segment = sql(sandbox, "select pg_walfile_name(pg_switch_wal())")[0][0]
+    segment = sql(sandbox, "select pg_walfile_name(pg_switch_wal())", admin=True)[0][0]
     deadline = time.monotonic() + 30
     while (sql(sandbox, "select last_archived_wal from pg_stat_archiver")[0][0] or "") < segment:
         assert time.monotonic() < deadline, f"segment {segment} was not archived within 30 s"

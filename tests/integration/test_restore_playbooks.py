@@ -64,23 +64,29 @@ def restored_db(sandbox):
         drop_database(sandbox, name)
 
 
-def test_restore_then_again_changes_nothing(run_playbook, sandbox, s3_target, prefix, tmp_path, restored_db):
+def project_marker(state):
+    with psycopg.connect(state["staging"]["dsn"]) as conn:
+        return conn.execute("select marker from pgdr_restore.marker").fetchone()[0]
+
+
+def test_restore_then_again_changes_nothing(run_playbook, sandbox, s3_target, prefix, tmp_path):
     manifest = take_backup(sandbox, s3_target, prefix)
-    database = f"restore_{manifest['backup_id'].lower()}"
-    restored_db.append(database)
     env_file = Path(sandbox["env_files"]["staging"])
 
+    # The sandbox's inventory restores into the staging project's own database (restore_mode project).
     run = run_playbook("restore.yml", restore_vars(prefix, tmp_path))
     assert run.rc == 0, run.stdout
-    assert database in staging_databases(sandbox)
-    assert f"/{database}" in env_file.read_text()
+    marker = project_marker(sandbox)
+    assert marker["backup_id"] == manifest["backup_id"] and marker["status"] == "complete"
+    assert marker["verified"]["ok"] is True and not marker["verified"]["failed"]
+    assert sandbox["staging"]["dsn"].rsplit("@", 1)[1] in env_file.read_text()
     assert "RESTORE PASSED" in run.stdout and "RUN REPORT: PASSED" in run.stdout
     [event] = events(tmp_path)
     assert event["outcome"] == "success" and event["backup"]["id"] == manifest["backup_id"]
     assert event["initiator"] and event["reason"] == "integration test"
     assert event["rto_s"] > 0 and event["rpo_s"] is not None
     names = {c["name"] for c in event["checks"]}
-    assert {"migrations", "schema", "row_counts", "participants_join_rejoin", "tenant_isolation_events"} <= names
+    assert {"migrations", "catalog", "content", "participants_join_rejoin", "tenant_isolation_events"} <= names
     assert all(c["ok"] for c in event["checks"])
     report = Path(event_report(tmp_path))
     assert "PASSED" in report.read_text() and manifest["objects"][2]["sha256"] in report.read_text()
@@ -118,7 +124,7 @@ def test_check_mode_plans_every_step_and_touches_nothing(run_playbook, sandbox, 
 
 def test_corrupted_object_stops_before_anything_is_written(run_playbook, sandbox, s3_target, prefix, tmp_path):
     manifest = take_backup(sandbox, s3_target, prefix)
-    data = next(o for o in manifest["objects"] if o["name"] == "data")
+    data = next(o for o in manifest["objects"] if o.get("kind") == "data")
     body = bytearray(s3_target.client.get_object(Bucket=s3_target.bucket, Key=data["key"])["Body"].read())
     body[len(body) // 2] ^= 0x01
     s3_target.client.put_object(Bucket=s3_target.bucket, Key=data["key"], Body=bytes(body))
@@ -126,18 +132,15 @@ def test_corrupted_object_stops_before_anything_is_written(run_playbook, sandbox
     env_before = Path(sandbox["env_files"]["staging"]).read_bytes()
     run = run_playbook("restore.yml", restore_vars(prefix, tmp_path))
     assert run.rc != 0
-    assert "object data is corrupted" in run.stdout and data["key"] in run.stdout
+    assert f"object {data['name']} is corrupted" in run.stdout and data["key"] in run.stdout
     assert staging_databases(sandbox) == before
     assert Path(sandbox["env_files"]["staging"]).read_bytes() == env_before
     [event] = events(tmp_path)
     assert event["outcome"] == "failed" and "corrupted" in event["details"]["error"]
 
 
-def test_migrations_that_differ_from_the_folder_are_reported(
-    run_playbook, sandbox, s3_target, prefix, tmp_path, restored_db
-):
-    manifest = take_backup(sandbox, s3_target, prefix)
-    restored_db.append(f"restore_{manifest['backup_id'].lower()}")
+def test_migrations_that_differ_from_the_folder_are_reported(run_playbook, sandbox, s3_target, prefix, tmp_path):
+    take_backup(sandbox, s3_target, prefix)
     folder = tmp_path / "migrations"
     folder.mkdir()
     for path in Path(sandbox["app"]["migrations_dir"]).glob("*.sql"):
@@ -151,14 +154,10 @@ def test_migrations_that_differ_from_the_folder_are_reported(
     assert not check["ok"] and "20230101000000" in json.dumps(check)
 
 
-def test_a_dropped_tenant_policy_fails_the_smoke_tests_by_name(
-    run_playbook, sandbox, s3_target, prefix, tmp_path, restored_db
-):
-    manifest = take_backup(sandbox, s3_target, prefix)
-    database = f"restore_{manifest['backup_id'].lower()}"
-    restored_db.append(database)
+def test_a_dropped_tenant_policy_fails_the_smoke_tests_by_name(run_playbook, sandbox, s3_target, prefix, tmp_path):
+    take_backup(sandbox, s3_target, prefix)
     assert run_playbook("restore.yml", restore_vars(prefix, tmp_path)).rc == 0
-    with psycopg.connect(dsn_for(sandbox, "staging", database), autocommit=True) as conn:
+    with psycopg.connect(sandbox["staging"]["dsn"], autocommit=True) as conn:
         policies = conn.execute(
             "select policyname from pg_policies where schemaname = 'public' and tablename = 'events'"
         ).fetchall()
@@ -166,18 +165,49 @@ def test_a_dropped_tenant_policy_fails_the_smoke_tests_by_name(
         for (name,) in policies:
             conn.execute(f'drop policy "{name}" on public.events')
         conn.execute("create policy wide_open on public.events for select to authenticated using (true)")
+    # The restore finds its marker and changes nothing; the checks run again and catch the damage (verify names
+    # the policies, the smoke test the leak), and the marker records the failed verification for promote.
     run = run_playbook("restore.yml", restore_vars(prefix, tmp_path))
     assert run.rc != 0
     assert "tenant_isolation_events" in run.stdout
+    assert "policy: public.events.wide_open is not in the backup" in run.stdout
     failed = [e for e in events(tmp_path) if e["outcome"] == "failed"]
     assert failed and any(c["name"] == "tenant_isolation_events" and not c["ok"] for c in failed[-1]["checks"])
+    assert project_marker(sandbox)["verified"]["ok"] is False
+
+
+def test_staging_is_re_pointed_only_at_a_verified_database(run_playbook, sandbox, s3_target, prefix, tmp_path):
+    """A new database whose smoke tests fail: the staging env keeps its previous value, byte for byte."""
+    take_backup(sandbox, s3_target, prefix)
+    failing = tmp_path / "checks"
+    failing.mkdir()
+    (failing / "always_fails.sql").write_text("-- expect: rows=0\nselect 1")
+    env_file = Path(sandbox["env_files"]["staging"])
+    before = env_file.read_bytes()
+    database = f"repoint_{prefix.replace('-', '_')[-10:]}"
+    extra = restore_vars(
+        prefix,
+        tmp_path,
+        pgdr_restore_mode="new_database",
+        pgdr_restore_database=database,
+        pgdr_restore_skip_extensions=["pg_cron"],
+        pgdr_smoke_checks_dir=str(failing),
+    )
+    try:
+        run = run_playbook("restore.yml", extra)
+        assert run.rc != 0
+        assert "FAIL always_fails" in run.stdout
+        assert database in staging_databases(sandbox)
+        assert env_file.read_bytes() == before
+    finally:
+        drop_database(sandbox, database)
 
 
 def test_production_is_refused_without_typed_confirmation(run_playbook, sandbox, s3_target, prefix, tmp_path):
     take_backup(sandbox, s3_target, prefix)
     with psycopg.connect(sandbox["production"]["dsn"]) as conn:
         before = conn.execute("select count(*) from public.tenants").fetchone()[0]
-    extra = {"pgdr_restore_target_dsn": sandbox["production"]["dsn"], "pgdr_restore_mode": "existing"}
+    extra = {"pgdr_restore_target_dsn": sandbox["production"]["dsn"], "pgdr_restore_mode": "project"}
     run = run_playbook("restore.yml", restore_vars(prefix, tmp_path, **extra))
     assert run.rc != 0
     assert "the restore target is the production database named in the inventory" in run.stdout
@@ -220,13 +250,10 @@ def test_restore_needs_a_reason(run_playbook, sandbox, prefix, tmp_path):
     assert run.rc != 0 and 'Say why: -e reason="..."' in run.stdout
 
 
-def test_drill_restores_the_latest_backup_and_never_promotes(
-    run_playbook, sandbox, s3_target, prefix, tmp_path, restored_db
-):
+def test_drill_restores_the_latest_backup_and_never_promotes(run_playbook, sandbox, s3_target, prefix, tmp_path):
     take_backup(sandbox, s3_target, prefix)
     newest = take_backup(sandbox, s3_target, prefix)
     latest = catalog.list_backups(s3_target, prefix, "production")[0]["backup_id"]
-    restored_db.append(f"restore_{latest.lower()}")
     production_env = Path(sandbox["env_files"]["production"]).read_bytes()
     extra = restore_vars(prefix, tmp_path, promote=True, promote_confirm="sandbox-production")
     extra.pop("reason")

@@ -11,11 +11,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from backup_helpers import drop_database, dsn_for, restore_with_tools, scratch_database
+from backup_helpers import (
+    copy_database,
+    drop_database,
+    dsn_for,
+    mark_as_restored,
+    restore_with_tools,
+    scratch_database,
+    write_v1_backup,
+)
 from conftest import s3_params
 from psycopg import sql
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, pg, smoke, verify
+from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, logical_restore, pg, smoke, verify
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
@@ -89,7 +97,16 @@ def golden(sandbox, tmp_path_factory):
     database = scratch_database(sandbox)
     try:
         restore_with_tools(sandbox, target, manifest, tmp_path_factory.mktemp("restore"), database)
-        yield {"database": database, "manifest": manifest, "manifest_key": result["manifest_key"], "target": target}
+        mark_as_restored(sandbox, database, manifest["backup_id"])
+        yield {
+            "database": database,
+            "manifest": manifest,
+            "manifest_key": result["manifest_key"],
+            "target": target,
+            "index": logical_restore.read_index(target, manifest),
+            # The same production as a backup of manifest version 1 would describe it (schema hashes, counts).
+            "v1": write_v1_backup(sandbox, target, prefix),
+        }
     finally:
         drop_database(sandbox, database)
         target.delete_keys([key for key, _ in target.list_keys(f"{prefix}/")])
@@ -98,14 +115,25 @@ def golden(sandbox, tmp_path_factory):
 @pytest.fixture
 def copy(sandbox, golden):
     """A fresh copy of the restored database for one test to damage."""
-    name = f"copy_{uuid.uuid4().hex[:8]}"
-    execute(dsn_for(sandbox, "staging", "postgres"), f'create database "{name}" template "{golden["database"]}"')
+    name = copy_database(sandbox, golden["database"])
     yield dsn_for(sandbox, "staging", name)
     drop_database(sandbox, name)
 
 
 def check_named(result, name):
     return next(c for c in result["checks"] if c["name"] == name)
+
+
+def engine_verify(copy, golden, migrations_dir):
+    """The engine's verification of a copy, with the marker the copy carries (as the module reads it)."""
+    with pg.connect(copy) as conn:
+        marker = logical_restore.marker_of(conn)
+    return verify.verify_restore(copy, golden["manifest"], migrations_dir, index=golden["index"], marker=marker)
+
+
+def v2_args(copy, golden, sandbox):
+    """The verify module's arguments for a backup with an index: the manifest and the bucket holding the index."""
+    return {"dsn": copy, "manifest": golden["manifest"], "s3": s3_params(sandbox), "migrations_dir": str(MIGRATIONS)}
 
 
 # --- smoke tests ----------------------------------------------------------------------------------------------
@@ -261,18 +289,18 @@ def test_verify_passes_on_a_faithful_copy_with_the_manifest_from_the_bucket(copy
     )
     assert rc == 0, result["msg"]
     assert result["changed"] is False
-    assert [c["name"] for c in result["checks"]] == ["migrations", "schema", "row_counts"]
-    assert check_named(result, "schema")["details"]["mode"] == "objects"
+    assert [c["name"] for c in result["checks"]] == ["migrations", "catalog", "content"]
+    assert result["content"] == "full"
+    assert check_named(result, "content")["details"]["tables"] == len(golden["index"]["content"])
     assert sandbox["s3"]["secret_key"] not in json.dumps(result)
 
 
-def test_deleted_history_row_is_reported_missing_by_version(copy, golden):
+def test_deleted_history_row_is_reported_missing_by_version(copy, golden, sandbox):
     execute(copy, "delete from supabase_migrations.schema_migrations where version = '20240103000000'")
-    rc, result = run_module(
-        "pgdr.supabase.verify_restore", {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(MIGRATIONS)}
-    )
+    rc, result = run_module("pgdr.supabase.verify_restore", v2_args(copy, golden, sandbox))
     assert rc == 1
-    assert result["failed_checks"] == ["migrations"]
+    # The history is a table of the backup too: its content differs as well.
+    assert result["failed_checks"] == ["migrations", "content"]
     details = check_named(result, "migrations")["details"]
     assert details["missing_in_db"] == ["20240103000000"]
     assert details["missing_vs_manifest"] == ["20240103000000"]
@@ -284,7 +312,7 @@ def test_history_without_files_and_files_without_history(copy, golden, tmp_path)
     shutil.copytree(MIGRATIONS, folder)
     (folder / "20240102120000_forgotten.sql").write_text("select 1;\n")
     (folder / "20240105000000_events.sql").unlink()
-    result = verify.verify_restore(copy, golden["manifest"], str(folder))
+    result = engine_verify(copy, golden, str(folder))
     details = check_named(result, "migrations")["details"]
     assert not result["ok"]
     assert details["missing_in_db"] == ["20240102120000"]
@@ -292,11 +320,11 @@ def test_history_without_files_and_files_without_history(copy, golden, tmp_path)
     assert details["missing_vs_manifest"] == [] and details["extra_vs_manifest"] == []
 
 
-def test_a_newer_file_is_pending_and_fails_only_when_asked(copy, golden, tmp_path):
+def test_a_newer_file_is_pending_and_fails_only_when_asked(copy, golden, sandbox, tmp_path):
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS, folder)
     (folder / "20990101000000_future.sql").write_text("select 1;\n")
-    args = {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(folder)}
+    args = {**v2_args(copy, golden, sandbox), "migrations_dir": str(folder)}
     rc, result = run_module("pgdr.supabase.verify_restore", args)
     assert rc == 0, result["msg"]
     assert check_named(result, "migrations")["details"]["pending"] == ["20990101000000"]
@@ -306,9 +334,14 @@ def test_a_newer_file_is_pending_and_fails_only_when_asked(copy, golden, tmp_pat
     assert result["failed_checks"] == ["migrations"]
 
 
-def test_changed_column_is_named_by_the_schema_check(copy, golden):
+def test_changed_column_is_named_by_the_catalog_check(copy, golden):
     execute(copy, "alter table public.profiles alter column display_name drop not null")
-    result = verify.verify_restore(copy, golden["manifest"], str(MIGRATIONS))
+    result = engine_verify(copy, golden, str(MIGRATIONS))
+    assert result["failed"] == ["catalog"]
+    catalog = check_named(result, "catalog")
+    assert catalog["details"]["differences"] == ["table: public.profiles differs from the backup (definition)"]
+    # The same change, against a version 1 manifest (object hashes): named by the schema check.
+    result = verify.verify_restore(copy, golden["v1"], str(MIGRATIONS))
     assert result["failed"] == ["schema"]
     schema = check_named(result, "schema")
     assert schema["details"]["changed"] == ["table public.profiles"]
@@ -322,11 +355,15 @@ def test_dropped_policy_and_new_index_are_named_and_a_stripped_manifest_falls_ba
         'drop policy "members read events of their tenant" on public.events',
         "create index pgdr_it_idx on public.events (kind)",
     )
-    result = verify.verify_restore(copy, golden["manifest"], str(MIGRATIONS))
+    result = engine_verify(copy, golden, str(MIGRATIONS))
+    differences = check_named(result, "catalog")["details"]["differences"]
+    assert "policy: public.events.members read events of their tenant is missing" in differences
+    assert "index: public.pgdr_it_idx is not in the backup" in differences
+    result = verify.verify_restore(copy, golden["v1"], str(MIGRATIONS))
     schema = check_named(result, "schema")
     assert schema["details"]["missing"] == ["policy public.events.members read events of their tenant"]
     assert schema["details"]["extra"] == ["index public.pgdr_it_idx"]
-    stripped = {**golden["manifest"], "schema": {"fingerprint": golden["manifest"]["schema"]["fingerprint"]}}
+    stripped = {**golden["v1"], "schema": {"fingerprint": golden["v1"]["schema"]["fingerprint"]}}
     result = verify.verify_restore(copy, stripped, str(MIGRATIONS))
     schema = check_named(result, "schema")
     assert not schema["ok"]
@@ -334,21 +371,25 @@ def test_dropped_policy_and_new_index_are_named_and_a_stripped_manifest_falls_ba
     assert "manifest_key" in schema["summary"]
 
 
-def test_deleted_rows_are_named_by_table_with_both_counts(copy, golden):
+def test_deleted_rows_are_named_by_table_with_both_counts(copy, golden, sandbox):
     expected = golden["manifest"]["tables"]["public.events"]
     execute(copy, "delete from public.events where id in (select id from public.events limit 7)")
-    rc, result = run_module(
-        "pgdr.supabase.verify_restore", {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(MIGRATIONS)}
-    )
+    rc, result = run_module("pgdr.supabase.verify_restore", v2_args(copy, golden, sandbox))
     assert rc == 1
-    assert result["failed_checks"] == ["row_counts"]
-    row_counts = check_named(result, "row_counts")
-    assert row_counts["details"]["mismatches"] == {"public.events": {"expected": expected, "actual": expected - 7}}
+    assert result["failed_checks"] == ["content"]
+    assert f"content: public.events differs (digest; {expected - 7} rows, the backup's {expected})" in result["msg"]
+    # Counts only: the same table, with both numbers.
+    rc, result = run_module("pgdr.supabase.verify_restore", {**v2_args(copy, golden, sandbox), "content": "counts"})
+    assert rc == 1 and result["content"] == "counts"
+    content = check_named(result, "content")
+    assert content["details"]["mismatches"] == {"public.events": {"expected": expected, "actual": expected - 7}}
     assert f"public.events expected {expected}, got {expected - 7}" in result["msg"]
+    rc, result = run_module("pgdr.supabase.verify_restore", {**v2_args(copy, golden, sandbox), "content": "off"})
+    assert rc == 0 and "not compared" in check_named(result, "content")["summary"]
 
 
-def test_verify_command_decides_and_sees_the_restored_database(copy, golden):
-    args = {"dsn": copy, "manifest": golden["manifest"], "migrations_dir": str(MIGRATIONS)}
+def test_verify_command_decides_and_sees_the_restored_database(copy, golden, sandbox):
+    args = v2_args(copy, golden, sandbox)
     probe = 'test "$(psql "$DATABASE_URL" -XAtc "select count(*) from public.tenants")" = 3'
     rc, result = run_module("pgdr.supabase.verify_restore", {**args, "command": ["sh", "-c", probe]})
     assert rc == 0, result["msg"]
@@ -393,7 +434,7 @@ def test_check_mode_on_a_database_not_restored_yet_lists_what_would_run(sandbox,
     )
     assert rc == 0, result
     assert result["changed"] is False
-    assert result["would_run"] == ["migrations", "schema", "row_counts", "command"]
+    assert result["would_run"] == ["migrations", "catalog", "content", "command"]
     assert "does not exist yet" in result["skipped_reason"]
     rc, result = run_module("pgdr.supabase.smoke", {"dsn": dsn, "checks_dirs": [str(CHECKS)]}, check_mode=True)
     assert rc == 0, result
@@ -439,8 +480,8 @@ def test_roles_print_a_line_per_check_and_fail_naming_the_failed_check(run_playb
     assert run.changed() == 0
     for line in (
         "PASS migrations:",
-        "PASS schema:",
-        "PASS row_counts:",
+        "PASS catalog:",
+        "PASS content:",
         "PASS tenant_isolation_events:",
         "FAIL team_rule: expected 0 rows, got 1",
     ):

@@ -123,21 +123,10 @@ class TestBackupObjects:
         assert roles.format == "plain"
         assert roles.filename == "roles.sql"
 
-    def test_supabase_objects_in_restore_order(self):
-        names = [o.name for o in dumpspec.backup_objects("supabase", has_migrations=True)]
-        assert names == ["roles", "schema", "data", "migrations"]
-
-    def test_migrations_object_only_when_the_source_has_them(self):
-        assert "migrations" not in by_name(dumpspec.backup_objects("supabase", has_migrations=False))
-        migrations = by_name(dumpspec.backup_objects("supabase", has_migrations=True))["migrations"]
-        assert f"--schema={dumpspec.MIGRATIONS_SCHEMA}" in migrations.args
-        # Schema and data of the history: neither --schema-only nor --data-only.
-        assert "--schema-only" not in migrations.args
-        assert "--data-only" not in migrations.args
-
-    def test_postgres_flavor_never_has_a_migrations_object(self):
-        names = [o.name for o in dumpspec.backup_objects("postgres", has_migrations=True)]
-        assert names == ["roles", "schema", "data"]
+    @pytest.mark.parametrize("flavor", dumpspec.FLAVORS)
+    def test_pg_dump_writes_the_roles_and_the_schema_the_rows_travel_as_copy_streams(self, flavor):
+        names = [o.name for o in dumpspec.backup_objects(flavor)]
+        assert names == ["roles", "schema"]
 
     def test_supabase_schema_excludes_platform_schemas(self):
         schema = by_name(dumpspec.backup_objects("supabase"))["schema"]
@@ -146,14 +135,18 @@ class TestBackupObjects:
             assert f"--exclude-schema={excluded}" in schema.args
         assert "--exclude-schema=public" not in schema.args
 
-    def test_supabase_data_keeps_auth_and_storage_but_not_their_migrations(self):
-        data = by_name(dumpspec.backup_objects("supabase"))["data"]
-        assert "--data-only" in data.args
-        assert "--exclude-schema=auth" not in data.args
-        assert "--exclude-schema=storage" not in data.args
-        assert "--exclude-schema=supabase_migrations" in data.args
-        for table in ("auth.schema_migrations", "storage.migrations", "supabase_functions.migrations"):
-            assert f"--exclude-table={table}" in data.args
+    def test_supabase_data_keeps_auth_storage_and_the_history_but_not_queues_and_logs(self):
+        for schema, table in (("auth", "users"), ("storage", "objects"), ("public", "x"), ("cron", "job")):
+            assert dumpspec.table_in_data(schema, table, "supabase"), (schema, table)
+        for schema, table in (
+            ("auth", "schema_migrations"),
+            ("storage", "migrations"),
+            ("supabase_functions", "migrations"),
+            ("cron", "job_run_details"),
+            ("net", "http_request_queue"),
+            ("vault", "secrets"),
+        ):
+            assert not dumpspec.table_in_data(schema, table, "supabase"), (schema, table)
 
     def test_postgres_flavor_excludes_nothing(self):
         for obj in dumpspec.backup_objects("postgres"):
@@ -161,7 +154,7 @@ class TestBackupObjects:
 
     @pytest.mark.parametrize("flavor", dumpspec.FLAVORS)
     def test_custom_objects_are_uncompressed_custom_format(self, flavor):
-        custom = [o for o in dumpspec.backup_objects(flavor, has_migrations=True) if o.kind == "pg_dump"]
+        custom = [o for o in dumpspec.backup_objects(flavor) if o.kind == "pg_dump"]
         assert custom
         for obj in custom:
             assert "--format=custom" in obj.args
@@ -171,13 +164,13 @@ class TestBackupObjects:
 
     @pytest.mark.parametrize("flavor", dumpspec.FLAVORS)
     def test_snapshot_flag_on_every_pg_dump_and_not_on_pg_dumpall(self, flavor):
-        objects = dumpspec.backup_objects(flavor, snapshot="00000003-0000001B-1", has_migrations=True)
+        objects = dumpspec.backup_objects(flavor, snapshot="00000003-0000001B-1")
         for obj in objects:
             has_flag = "--snapshot=00000003-0000001B-1" in obj.args
             assert has_flag == (obj.kind == "pg_dump"), obj
 
     def test_no_snapshot_flag_without_a_snapshot(self):
-        for obj in dumpspec.backup_objects("supabase", has_migrations=True):
+        for obj in dumpspec.backup_objects("supabase"):
             assert not [a for a in obj.args if a.startswith("--snapshot")]
 
     def test_objects_carry_their_flavor(self):

@@ -506,7 +506,7 @@ def test_verify_module_unreachable_database_fails_without_the_password(capsys, c
 def test_verify_module_needs_exactly_one_manifest_source(capsys):
     rc, result = run_module("pgdr.supabase.verify_restore", {"dsn": DSN}, capsys)
     assert rc == 1
-    assert "one of the following is required: manifest, manifest_key" in result["msg"]
+    assert "name the backup (manifest, manifest_key or backup_id)" in result["msg"]
     rc, result = run_module("pgdr.supabase.verify_restore", {"dsn": DSN, "manifest_key": "k.json"}, capsys)
     assert rc == 1
     assert "s3" in result["msg"]
