@@ -248,7 +248,10 @@ def _template_use(conn, name):
     if not (superuser or createdb):
         return "cannot be copied: this login may not create databases (CREATEDB)"
     if not (is_template or owns or superuser):
-        return "cannot be copied by this login: it is not marked IS_TEMPLATE and the login neither owns it nor is superuser"
+        return (
+            "cannot be copied by this login: it is not marked IS_TEMPLATE and the login neither owns it "
+            "nor is superuser"
+        )
     return "usable"
 
 
@@ -281,7 +284,7 @@ def plan(request):
             subject=request.where,
             hint="choose another database name (-e pgdr_restore_database=...) or drop that database after checking it",
         )
-    if template != "usable":
+    if template != "usable" and not done:
         raise DRError(
             f"template database {request.template} {template}",
             step="plan restore",
