@@ -533,13 +533,14 @@ def drill_status(events, now, max_age_days=DRILL_MAX_AGE_DAYS):
     last = max(drills, key=lambda e: _parse(e["time"]))
     age = (now - _parse(last["time"])).total_seconds() / 86400
     when = render.timestamp(last["time"])
+    ago = "less than a day ago" if age < 1 else f"{render.count(int(age), 'day')} ago"
     if age > max_age_days:
         message = (
-            f"The last successful drill was {age:.0f} days ago ({when}): older than {max_age_days} days "
+            f"The last successful drill was {ago} ({when}): older than {max_age_days} days "
             "(a quarter). Run playbooks/drill.yml."
         )
     else:
-        message = f"The last successful drill was {age:.0f} days ago ({when}), within {max_age_days} days."
+        message = f"The last successful drill was {ago} ({when}), within {max_age_days} days."
     return {"last": last.get("time"), "age_days": round(age, 1), "stale": age > max_age_days, "message": message}
 
 

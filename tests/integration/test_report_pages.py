@@ -193,3 +193,40 @@ def test_scripts_drill_closes_with_the_paths_of_both_pages(repo, sandbox, sandbo
         closing[0].rstrip().endswith(".html")
         and f"/{database}" in Path(closing[0].split(":", 1)[1].strip()).read_text()
     )
+
+
+def test_report_playbook_writes_the_history_then_changes_nothing(run_playbook, sandbox, s3_target, prefix, tmp_path):
+    """playbooks/report.yml: --check writes nothing, a run writes the page (with the bucket's backups), a second
+    run changes nothing."""
+    import datetime as dt
+
+    from ansible_collections.pgdr.supabase.plugins.module_utils import audit
+
+    manifest = take_backup(sandbox, s3_target, prefix)
+    log = tmp_path / "ops" / "events.jsonl"
+    log.parent.mkdir()
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=120)
+    drill_event = audit.build_event("drill", "success", "last quarter's drill", "ops", rto_s=1500.0, now=old)
+    log.write_text(json.dumps(drill_event) + "\n")
+    page = tmp_path / "reports" / "history.html"
+    extra = {
+        "pgdr_backup_prefix": prefix,
+        "pgdr_events_path": str(log),
+        "pgdr_reports_dir": str(tmp_path / "reports"),
+        "pgdr_history_path": str(page),
+    }
+    check = run_playbook("playbooks/report.yml", extra, check=True)
+    assert check.rc == 0, check.stdout[-3000:]
+    assert f"would write {page}" in check.stdout and not page.exists()
+    first = run_playbook("playbooks/report.yml", extra)
+    assert first.rc == 0, first.stdout[-3000:]
+    assert first.changed() == 1 and page.is_file()
+    assert "The last successful drill was 120 days ago" in first.stdout and "older than 90 days" in first.stdout
+    text = page.read_text()
+    assert manifest["backup_id"] in text and "Backup size per day" in text and "last quarter&#x27;s drill" in text
+    again = run_playbook("playbooks/report.yml", extra)
+    assert again.rc == 0 and again.changed() == 0
+    assert "shows this already" in again.stdout
+    for run in (check, first, again):
+        for secret in sandbox_secrets(sandbox):
+            assert secret not in run.stdout and secret not in text
