@@ -14,8 +14,10 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # pgBackRest (physical backups), openssl (the sandbox's certificates).
 APT_PACKAGES := postgresql-15 postgresql-client-15 postgresql-15-cron postgresql-15-pgtap \
   libtap-parser-sourcehandler-pgtap-perl pgbackrest openssl
+# Only the tests need these: chromium renders the drill's report pages in a real (headless) browser.
+TEST_APT_PACKAGES := chromium
 
-.PHONY: help setup system-packages drill test lint unit sandbox-up sandbox-down sandbox-status bench bench-restore clean
+.PHONY: help setup system-packages test-packages drill test lint unit sandbox-up sandbox-down sandbox-status bench bench-restore clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -24,6 +26,11 @@ setup: system-packages $(STAMP) ## Check system packages and create .venv with t
 
 system-packages:
 	@scripts/ensure-system-packages $(APT_PACKAGES)
+
+# Not fatal: without a browser the browser tests skip, naming the missing package.
+test-packages:
+	@scripts/ensure-system-packages $(TEST_APT_PACKAGES) || \
+	  echo "test packages: $(TEST_APT_PACKAGES) not installed; the browser tests will be skipped"
 
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
@@ -36,7 +43,7 @@ drill: setup ## Start the sandbox, back it up, restore the backup into staging a
 	scripts/drill
 
 # The suite runs on two workers, each with a sandbox of its own; a file's tests stay on one worker.
-test: setup lint ## Run every lint and every test (what CI runs)
+test: setup test-packages lint ## Run every lint and every test (what CI runs; installs chromium for the browser tests)
 	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 lint: setup ## ruff, yamllint, ansible-lint (production profile), playbook syntax checks

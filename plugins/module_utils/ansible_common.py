@@ -82,7 +82,8 @@ def exit_checks(module, result):
     module.exit_json(changed=False, failed_checks=failed, **result)
 
 
-def s3_target(params):
+def s3_target(params, **settings):
+    """The S3Target of an ``s3`` option; settings (max_attempts, connect_timeout, ...) go to S3Target as they are."""
     from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3Target
 
     return S3Target(
@@ -95,6 +96,7 @@ def s3_target(params):
         ca_bundle=params.get("ca_bundle"),
         validate_certs=params.get("validate_certs", True),
         checksums=params.get("checksums") or "when_required",
+        **settings,
     )
 
 

@@ -3,16 +3,22 @@
 
 DOCUMENTATION = r"""
 module: record
-short_description: Record a restore, drill, promote or rollback in the incident log, the JSON-lines log and a report
+short_description: Record a restore, drill, promote or rollback in the incident log, the JSON-lines log and its reports
 description:
-  - Appends an entry (time in UTC, initiator, reason, backup, target, each check's result, durations, measured
-    RTO and RPO against their targets, outcome) to a Markdown incident log and a JSON-lines log, and writes the
-    run's report as JSON and Markdown.
-  - The same event (kind, backup, target, outcome and check results) is recorded once; a rerun that changed
-    nothing records nothing new.
-  - Nothing secret is written; connection strings are masked.
+  - Appends an entry (time in UTC, initiator, reason, whether the run changed anything, backup, target, each
+    check's result, durations, measured RTO and RPO against their targets, outcome, the error of a failed run)
+    to a Markdown incident log and a JSON-lines log, and writes the run's report as JSON, Markdown and a
+    self-contained HTML page (inline CSS and SVG, nothing loaded from anywhere). With O(history_path), also
+    rewrites the history page of every recorded run (see M(pgdr.supabase.history_report)).
+  - Every run is its own entry, whatever state it reached; an input it cannot read (a point in time that is
+    not a time) becomes a note on the entry, never a failure. The same run recorded twice (same kind, start
+    time, initiator and reason; a retried task) is recorded once.
+  - Operator-supplied text (reason, initiator, errors) is escaped in the Markdown and HTML; the JSON-lines log
+    keeps it as given. Nothing secret is written; connection-string passwords are masked.
 version_added: "0.1.0"
 author: pgdr authors
+extends_documentation_fragment:
+  - pgdr.supabase.s3
 options:
   kind:
     description: What happened.
@@ -31,6 +37,12 @@ options:
   initiator:
     description: Who ran it; default the OS user (the AWX user when the playbook passes C(awx_user_name)).
     type: str
+  run_changed:
+    description:
+      - Whether the run changed anything. V(false) records a rerun that found everything in place; the entry is
+        written all the same and the task then reports C(changed=false), so a second run of a playbook stays
+        unchanged. Omit when unknown.
+    type: bool
   backup:
     description: The backup involved, with C(id), C(source), C(taken_at) and C(objects) (name, size, sha256).
     type: dict
@@ -39,12 +51,12 @@ options:
     description: Where it went, as C(host:port/database) (masked if a connection string is given).
     type: str
   checks:
-    description: Each check's result as a dict with C(name), C(ok) and C(details).
+    description: Each check's result as a dict with C(name), C(ok), C(summary), C(details) and C(duration_s).
     type: list
     elements: dict
     default: []
   durations:
-    description: Seconds per step.
+    description: Seconds per step, in the order the steps ran (the report's timeline).
     type: dict
     default: {}
   started_at:
@@ -57,6 +69,7 @@ options:
     description:
       - The point the restore aims at (ISO-8601 time or UTC epoch seconds); the RPO is its distance to the
         backup's C(taken_at). Default O(started_at) (restoring the latest data available at the start).
+      - Text that is not a time is recorded as a note, with no RPO.
     type: str
   rpo_s:
     description:
@@ -64,7 +77,9 @@ options:
         overrides the distance between O(point_in_time) and the backup's C(taken_at). Negative means not measured.
     type: float
   details:
-    description: Anything else worth keeping (for example the error that stopped a failed run).
+    description:
+      - Anything else worth keeping, shown in the reports. C(error) is what stopped a failed run, C(disarmed) the
+        list of what was disarmed in staging (cron jobs, webhooks); any other key is shown as a table.
     type: dict
     default: {}
   incidents_path:
@@ -76,12 +91,31 @@ options:
     type: path
     required: true
   report_dir:
-    description: Folder for the run's JSON and Markdown report.
+    description: Folder for the run's JSON, Markdown and HTML report.
     type: path
+  history_path:
+    description: The history page to rewrite after recording (HTML); omit for none.
+    type: path
+  s3:
+    description:
+      - The bucket whose manifests the history page charts (backup size and duration per day); only read.
+        Omit to leave the backups out of the page. A bucket that cannot be read is said on the page.
+    required: false
+  prefix:
+    description: Key prefix of the backups in O(s3).
+    type: str
+    default: backups
+  source:
+    description: Source name whose backups the history page charts.
+    type: str
+  drill_max_age_days:
+    description: The history page says plainly when the last successful drill is older than this.
+    type: int
+    default: 90
 attributes:
   check_mode:
     support: full
-    details: Says what would be recorded; writes nothing.
+    details: Says what would be recorded and which files would be written; writes nothing.
   diff_mode:
     support: none
 """
@@ -91,35 +125,61 @@ EXAMPLES = r"""
   pgdr.supabase.record:
     kind: drill
     outcome: success
+    run_changed: true
     reason: quarterly drill
     backup: {id: 20261128T000000Z, source: production, taken_at: "2026-11-28T00:00:03Z"}
     target: 127.0.0.1:5433/restore_20261128t000000z
     checks: [{name: tenant_isolation, ok: true, details: ""}]
+    durations: {download_verify: 3.1, data: 410.0, post_data: 95.2}
     started_at: 1795850000.0
     verified_at: 1795850420.0
+    details: {disarmed: ["cron job nightly-report", "webhook on public.orders"]}
     incidents_path: docs/ops/incidents.md
     jsonl_path: docs/ops/restore-events.jsonl
     report_dir: reports
+    history_path: reports/history.html
+    s3: "{{ backup_s3 }}"
+    source: production
 """
 
 RETURN = r"""
 event:
-  description: The event as recorded.
+  description: The event as recorded (the earlier one when this run is recorded already).
   returned: always
   type: dict
 paths:
-  description: Files written (incidents, jsonl, report_json, report_md).
+  description:
+    - Files of the record (incidents, jsonl, history, report_json, report_md, report_html). The report paths are
+      the files written (or, for a run recorded already, its earlier files); null in check mode and without a
+      reports folder.
   returned: always
   type: dict
+would_write:
+  description: In check mode, the files a real run would write or append to.
+  returned: in check mode
+  type: list
+  elements: str
+recorded:
+  description: Whether the entry was written now.
+  returned: always
+  type: bool
+history:
+  description: What the history page says (counts, the last successful drill, whether it is too old) and where
+    its backups were read from.
+  returned: when the history page was written
+  type: dict
 key:
-  description: The event's identity; an event with the same key is recorded once.
+  description: The run's identity; the same run is recorded once.
   returned: always
   type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail, s3_spec, s3_target
+
+# The history's bucket is read after the run, perhaps because S3 failed it: give up quickly.
+HISTORY_S3_SETTINGS = {"max_attempts": 2, "connect_timeout": 5, "read_timeout": 30}
 
 
 def main():
@@ -133,6 +193,7 @@ def main():
             "outcome": {"type": "str", "required": True, "choices": ["success", "failed"]},
             "reason": {"type": "str", "default": ""},
             "initiator": {"type": "str"},
+            "run_changed": {"type": "bool"},
             "backup": {"type": "dict", "default": {}},
             "target": {"type": "str"},
             "checks": {"type": "list", "elements": "dict", "default": []},
@@ -145,23 +206,21 @@ def main():
             "incidents_path": {"type": "path", "required": True},
             "jsonl_path": {"type": "path", "required": True},
             "report_dir": {"type": "path"},
+            "history_path": {"type": "path"},
+            "s3": {**s3_spec(), "required": False},
+            "prefix": {"type": "str", "default": "backups"},
+            "source": {"type": "str"},
+            "drill_max_age_days": {"type": "int", "default": 90},
         },
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import audit, selection
+    from ansible_collections.pgdr.supabase.plugins.module_utils import audit
 
     p = module.params
     try:
-        rto = p["verified_at"] - p["started_at"] if p["verified_at"] and p["started_at"] else None
-        rpo = None
-        point = p["started_at"]
-        if p["point_in_time"]:
-            text = p["point_in_time"]
-            point = float(text) if text.replace(".", "", 1).isdigit() else selection.parse_time(text).timestamp()
-        if p["rpo_s"] is not None and p["rpo_s"] >= 0:
-            rpo = p["rpo_s"]
-        elif point and p["backup"].get("taken_at"):
-            rpo = max(0.0, point - selection.parse_time(p["backup"]["taken_at"]).timestamp())
+        rto, rpo, notes = audit.measure(
+            p["started_at"], p["verified_at"], p["point_in_time"], p["rpo_s"], p["backup"].get("taken_at")
+        )
         event = audit.build_event(
             p["kind"],
             p["outcome"],
@@ -171,12 +230,28 @@ def main():
             target=p["target"],
             checks=p["checks"],
             durations=p["durations"],
-            rto_s=round(rto, 1) if rto is not None else None,
-            rpo_s=round(rpo, 1) if rpo is not None else None,
+            rto_s=rto,
+            rpo_s=rpo,
             details=p["details"],
+            changed=p["run_changed"],
+            started_at=p["started_at"],
+            notes=notes,
         )
-        result = audit.record(event, p["incidents_path"], p["jsonl_path"], p["report_dir"], module.check_mode)
-        module.exit_json(event=event, **result)
+        result = audit.record(
+            event,
+            p["incidents_path"],
+            p["jsonl_path"],
+            p["report_dir"],
+            module.check_mode,
+            history_path=p["history_path"],
+            history_target=s3_target(p["s3"], **HISTORY_S3_SETTINGS) if p["s3"] else None,
+            history_prefix=p["prefix"],
+            history_source=p["source"],
+            drill_max_age_days=p["drill_max_age_days"],
+        )
+        for warning in result.pop("warnings", []):
+            module.warn(warning)
+        module.exit_json(**result)
     except Exception as exc:  # the one error path
         fail(module, exc)
 

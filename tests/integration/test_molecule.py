@@ -27,6 +27,7 @@ ROLES = (
     "backup_select",
     "logical_restore",
     "restore_record",
+    "history_report",
     "supabase_backups_info",
     "supabase_pitr",
     "pitr_pgbackrest",

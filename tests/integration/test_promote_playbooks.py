@@ -5,6 +5,7 @@ smoke_tests role, which is skipped while that role does not exist."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,7 @@ def test_promote_then_again_then_rollback(run_playbook, sandbox, env_files):
 
     first = run_playbook("playbooks/promote.yml", extra, diff=True)
     assert first.rc == 0, first.stdout
-    assert first.changed() == 1
+    assert first.changed() == 2  # the swap, and its record
     assert db_urls(production) == (staging_dsn, staging_dsn)
     # Only the two swapped lines differ.
     changed = [
@@ -101,7 +102,7 @@ def test_promote_then_again_then_rollback(run_playbook, sandbox, env_files):
 
     back = run_playbook("playbooks/rollback.yml", rollback_extra)
     assert back.rc == 0, back.stdout
-    assert back.changed() == 1
+    assert back.changed() == 2  # the put-back, and its record
     assert production.read_bytes() == original
 
     again = run_playbook("playbooks/rollback.yml", rollback_extra)
@@ -139,6 +140,49 @@ def test_rollback_needs_confirmation_and_a_record(run_playbook, sandbox, env_fil
     assert run.rc != 0 and "no rollback record" in run.stdout
     assert production.read_bytes() == before
     assert_no_secrets(run, sandbox)
+
+
+def record_vars(tmp_path):
+    return {
+        "pgdr_incidents_path": str(tmp_path / "ops" / "incidents.md"),
+        "pgdr_events_path": str(tmp_path / "ops" / "events.jsonl"),
+        "pgdr_reports_dir": str(tmp_path / "reports"),
+        "pgdr_history_path": str(tmp_path / "reports" / "history.html"),
+    }
+
+
+def test_every_promote_and_rollback_run_is_recorded(run_playbook, sandbox, env_files, tmp_path):
+    extra = {**NO_SMOKE, **record_vars(tmp_path), "promote_dsn": sandbox["staging"]["dsn"], "reason": "primary lost"}
+    runs = [
+        run_playbook("playbooks/promote.yml", {**extra, "promote_confirm": "production"}),  # refused
+        run_playbook("playbooks/promote.yml", {**extra, "promote_confirm": TARGET}),
+        run_playbook("playbooks/promote.yml", {**extra, "promote_confirm": TARGET, "reason": "again"}),
+        run_playbook("playbooks/rollback.yml", {**record_vars(tmp_path), "rollback_confirm": TARGET, "reason": "bad"}),
+        run_playbook("playbooks/rollback.yml", {**record_vars(tmp_path), "rollback_confirm": TARGET, "reason": "bad"}),
+    ]
+    assert [r.rc == 0 for r in runs] == [False, True, True, True, True]
+    path = tmp_path / "ops" / "events.jsonl"
+    recorded = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(e["kind"], e["outcome"], e["changed"]) for e in recorded] == [
+        ("promote", "failed", False),
+        ("promote", "success", True),
+        ("promote", "success", False),
+        ("rollback", "success", True),
+        ("rollback", "success", False),
+    ]
+    assert f"-e promote_confirm={TARGET}" in recorded[0]["details"]["error"]
+    assert [e["reason"] for e in recorded] == ["primary lost", "primary lost", "again", "bad", "bad"]
+    assert all(e["target"] == TARGET for e in recorded)
+    assert [p["action"] for p in recorded[1]["details"]["plan"]] == ["change", "change"]
+    for event in recorded:
+        page = Path(event["report"]["html"]).read_text()
+        for secret in secrets(sandbox):
+            assert secret not in page
+    assert runs[2].changed() == 0 and runs[4].changed() == 0
+    for run in runs:
+        assert_no_secrets(run, sandbox)
+    history = (tmp_path / "reports" / "history.html").read_text()
+    assert history.count("<tr><td>2") == 5  # one row per run
 
 
 @pytest.mark.skipif(not (REPO / "roles" / "smoke_tests").is_dir(), reason="role smoke_tests does not exist yet")
