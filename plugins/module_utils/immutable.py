@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
@@ -35,6 +36,9 @@ RECORD_NAME = "secured.json"
 # 2: the record is also kept, locked, in the locked bucket; each copy's ETag is recorded.
 RECORD_VERSION = 2
 STREAM_PART_SIZE = 16 * 1024 * 1024
+# Objects copied, locked and verified (or inspected) at once; S3Target keeps 10 connections.
+COPY_CONCURRENCY = 8
+FAR_FUTURE = dt.datetime.max.replace(tzinfo=dt.UTC)
 READ_SIZE = 4 * 1024 * 1024
 METHODS = ("auto", "server", "stream")
 # Answers of endpoints that do not implement a bucket feature at all (as opposed to "not configured").
@@ -482,12 +486,10 @@ def inspect_copies(secondary, objects, now=None, extra_record=None):
 
     Returns a list of findings ``{"kind", "name", "key", "version_id", "detail"}``; kinds are TAMPER_KINDS."""
     now = now or utcnow()
-    findings = []
-    for obj in objects:
-        until = _parse_iso(obj.get("retain_until"))
-        if until is not None and until <= now:
-            continue  # the lock is over: what happens to the key now is retention's business
-        findings += _inspect_one(secondary, obj)
+    # Once the lock is over, what happens to the key is retention's business.
+    locked = [o for o in objects if (_parse_iso(o.get("retain_until")) or FAR_FUTURE) > now]
+    with ThreadPoolExecutor(max_workers=COPY_CONCURRENCY, thread_name_prefix="inspect-copy") as pool:
+        findings = [f for found in pool.map(lambda obj: _inspect_one(secondary, obj), locked) for f in found]
     if extra_record and extra_record.get("newer"):
         findings.append(
             {
@@ -699,40 +701,68 @@ def _reusable(secondary, obj, previous):
     return known
 
 
+def _secure_one(primary, secondary, obj, method, mode, retain_until, previous):
+    known = _reusable(secondary, obj, previous)
+    version_id = known["version_id"] if known else _copy_one(primary, secondary, obj, method, mode, retain_until)
+    lock = ensure_lock(secondary, obj["key"], version_id, mode, retain_until, step=f"lock {obj['name']}")
+    entry = {
+        **{k: obj[k] for k in ("name", "key", "size", "sha256")},
+        "version_id": version_id,
+        "lock_mode": lock["mode"],
+        "retain_until": lock["retain_until"],
+        "etag": lock["etag"],
+        "verified": bool(known),
+        "reused": bool(known),
+    }
+    return entry
+
+
+def _verify_entry(secondary, entry):
+    if not entry["verified"]:
+        verify_version(secondary, entry, entry["version_id"], step=f"verify copy of {entry['name']}")
+        entry["verified"] = True
+
+
+def _in_parallel(method, obj):
+    """Server-side copies and small streamed ones run side by side; a large streamed copy holds several parts in
+    memory, so those run one at a time."""
+    return method == "server" or obj["size"] < STREAM_PART_SIZE
+
+
 def copy_set(primary, secondary, entries, method, mode, retain_until, previous=None):
-    """Copy each entry (objects first, the manifest last), lock every copy until retain_until, then stream every
-    copy made now and compare its SHA-256 with the entry's. Copies recorded for an earlier set (``previous``: key
-    -> recorded entry) are locked longer instead of copied again; they were verified when they were made.
-    Returns the recorded entries; raises a DRError naming the object on the first failure (with ``copied``, the
-    entries so far, on the error)."""
-    copied = []
+    """Copy each entry (objects first, the manifest last, once every object is locked and verified), lock every
+    copy until retain_until, and stream every copy made now back to compare its SHA-256 with the entry's. Copies
+    recorded for an earlier set (``previous``: key -> recorded entry) are locked longer instead of copied again;
+    they were verified when they were made. Objects are handled COPY_CONCURRENCY at a time.
+
+    Returns the recorded entries in the entries' order; raises a DRError naming the object on the first failure
+    (with ``copied``, the entries done, on the error)."""
+    objects, manifest = entries[:-1], entries[-1]
+    done = {}
+
+    def work(index):
+        obj = objects[index] if index < len(objects) else manifest
+        done[index] = _secure_one(primary, secondary, obj, method, mode, retain_until, previous)
+        _verify_entry(secondary, done[index])
+
     try:
-        for obj in entries:
-            known = _reusable(secondary, obj, previous)
-            if known:
-                version_id = known["version_id"]
-            else:
-                version_id = _copy_one(primary, secondary, obj, method, mode, retain_until)
-            lock = ensure_lock(secondary, obj["key"], version_id, mode, retain_until, step=f"lock {obj['name']}")
-            copied.append(
-                {
-                    **{k: obj[k] for k in ("name", "key", "size", "sha256")},
-                    "version_id": version_id,
-                    "lock_mode": lock["mode"],
-                    "retain_until": lock["retain_until"],
-                    "etag": lock["etag"],
-                    "verified": bool(known),
-                    "reused": bool(known),
-                }
-            )
-        for entry in copied:
-            if not entry["verified"]:
-                verify_version(secondary, entry, entry["version_id"], step=f"verify copy of {entry['name']}")
-                entry["verified"] = True
+        with ThreadPoolExecutor(max_workers=COPY_CONCURRENCY, thread_name_prefix="secure-copy") as pool:
+            futures = [pool.submit(work, i) for i, obj in enumerate(objects) if _in_parallel(method, obj)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        for index, obj in enumerate(objects):
+            if not _in_parallel(method, obj):
+                work(index)
+        work(len(objects))
     except DRError as exc:
-        exc.copied = copied
+        exc.copied = [done[i] for i in sorted(done)]
         raise
-    return copied
+    return [done[i] for i in range(len(entries))]
 
 
 def _write_primary_record(primary, key, data, existing):
