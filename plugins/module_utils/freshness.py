@@ -192,10 +192,10 @@ def check_secondary(
 
     Reads the secure-copy record that ``immutable.py`` keeps next to each manifest (``read_record``: ``status``
     ``secured``, ``verified_at``, per-object ``verified``), newest backup first, up to look_back backups. With
-    ``secondary`` it then checks that backup's recorded versions in the locked bucket (present, locked until the
-    recorded date, size and ETag as recorded, nothing on top of them): a delete marker or a newer version on top of
-    a locked key is TAMPERING, never ok. Without it the record is trusted (say so in the details). Skipped with a
-    note when ``immutable.py`` is absent.
+    ``secondary`` it then checks the recorded versions in the locked bucket of that backup and of every older one
+    among the look_back newest (present, locked until the recorded date, size and ETag as recorded, nothing on top
+    of them): a delete marker or a newer version on top of a locked key is TAMPERING, never ok. Without it the
+    record is trusted (say so in the details). Skipped with a note when ``immutable.py`` is absent.
     """
     name = "secondary"
     try:
@@ -233,10 +233,14 @@ def check_secondary(
             unsecured.append(f"{row['backup_id']} ({record.get('status') or 'no secure copy'})")
         findings = None
         if newest is not None and secondary is not None:
+            # Every secured backup of the window, not only the newest: tampering with an older copy is as loud.
             moment = datetime.fromtimestamp(now, UTC)
-            _record, findings = immutable.inspect_backup(
-                target, secondary, prefix, source, newest[0]["backup_id"], moment
-            )
+            findings = []
+            for row in rows[:look_back]:
+                if row["backup_id"] > newest[0]["backup_id"]:
+                    continue  # not secured yet (named in the details)
+                _record, found = immutable.inspect_backup(target, secondary, prefix, source, row["backup_id"], moment)
+                findings += [dict(f, backup_id=row["backup_id"]) for f in found]
     except DRError as exc:
         return failed(name, exc, max_age_s)
     not_yet = f"; not secured: {', '.join(unsecured)}" if unsecured else ""
@@ -256,7 +260,7 @@ def check_secondary(
         ok = False
         details += "; " + immutable.describe_tampering(secondary, findings)
     elif findings is not None:
-        details += f"; its {len(record.get('objects') or [])} locked copies are intact"
+        details += "; its locked copies (and those of the older secured backups checked) are intact"
     else:
         details += "; the locked copies themselves were not checked (no secondary bucket given)"
     return result(

@@ -25,6 +25,7 @@ from test_immutable import purge_versions
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import (
     catalog,
+    freshness,
     immutable,
     logical_backup,
     retention,
@@ -332,3 +333,19 @@ def test_a_deletion_refused_by_object_lock_says_locked_until_its_date(sandbox, w
         retention.delete_item(secondary, key, made["VersionId"])
     assert "may not delete this object (AccessDenied; it is not locked)" in str(refused.value)
     assert "s3:DeleteObjectVersion" in refused.value.hint and "never s3:BypassGovernanceRetention" in refused.value.hint
+
+
+def test_the_monitor_finds_tampering_with_an_older_copy_too(sandbox, writer, prefix):
+    primary, secondary = writer
+    older, _ = take_backup(sandbox, primary, prefix)
+    time.sleep(1.05 - time.time() % 1)
+    newer, _ = take_backup(sandbox, primary, prefix)
+    immutable.secure(primary, secondary, prefix, "production", selector="pending", lock_days=1, mode="GOVERNANCE")
+    assert freshness.check_secondary(primary, prefix, "production", secondary=secondary)["ok"] is True
+    record = primary.get_json(catalog.backup_prefix(prefix, "production", older) + immutable.RECORD_NAME)
+    data = next(o for o in record["objects"] if o["name"] == "data")
+    secondary.client.put_object(Bucket=secondary.bucket, Key=data["key"], Body=b"overwritten")
+    check = freshness.check_secondary(primary, prefix, "production", secondary=secondary)
+    assert check["ok"] is False and check["backup_id"] == newer
+    assert [(f["backup_id"], f["kind"]) for f in check["tampering"]] == [(older, "newer_version")]
+    assert "TAMPERING" in check["details"] and data["key"] in check["details"]
