@@ -173,3 +173,27 @@ def test_a_backup_older_than_the_lock_period_is_refused(locked):
             NOW - dt.timedelta(days=1),
             "GOVERNANCE",
         )
+
+
+def test_the_readers_read_the_version_an_entry_names_whatever_is_current(locked):
+    from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore, selection
+    from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import RangedReader
+
+    _record, data, _ = secured_set(locked)
+    locked.client.put_object(Bucket="locked", Key=data["key"], Body=b"a newer, other body")
+    entry = {k: data[k] for k in ("name", "key", "size", "sha256")}
+    with pytest.raises(DRError, match="corrupted"):
+        selection.verify_objects(locked, {"objects": [entry]})
+    pinned = dict(entry, version_id=data["version_id"])
+    assert selection.verify_objects(locked, {"objects": [pinned]})[0]["ok"] is True
+    assert selection.check_objects_exist(locked, {"objects": [pinned]})[0]["ok"] is True
+    reader = logical_restore._open_ranged(locked, pinned, "download")
+    try:
+        assert reader.read() == b"the dump"
+    finally:
+        reader.close()
+    ranged = RangedReader(locked, data["key"], data["size"], data["etag"], chunk=3, version_id=data["version_id"])
+    try:
+        assert b"".join(ranged.iter_chunks()) == b"the dump"
+    finally:
+        ranged.close()
