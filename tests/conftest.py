@@ -54,14 +54,17 @@ def prefix():
     return f"test-{uuid.uuid4().hex[:10]}"
 
 
-def s3_params(state, tls=True, bucket="primary"):
+def s3_params(state, tls=True, bucket="primary", identity="admin"):
+    """S3 options for a sandbox bucket. identity: ``admin`` (setup and cleanup only), ``writer`` (the backup writer
+    the runbooks use) or ``project_storage`` (the project's Storage keys)."""
     s3 = state["s3"]
+    keys = s3 if identity == "admin" else s3[identity]
     params = {
         "bucket": s3["buckets"][bucket],
         "endpoint_url": s3["endpoint_tls"] if tls else s3["endpoint"],
         "region": s3["region"],
-        "access_key": s3["access_key"],
-        "secret_key": s3["secret_key"],
+        "access_key": keys["access_key"],
+        "secret_key": keys["secret_key"],
     }
     if tls:
         params["ca_bundle"] = s3["ca_file"]
@@ -73,6 +76,16 @@ def s3_target(sandbox):
     from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make
 
     return make(s3_params(sandbox))
+
+
+def sandbox_secrets(state):
+    """Every secret of the sandbox that a run's output must never show."""
+    s3 = state["s3"]
+    found = [s3["secret_key"], state["production"]["password"], state["staging"]["password"]]
+    for identity in ("writer", "project_storage"):
+        if identity in s3:
+            found.append(s3[identity]["secret_key"])
+    return found
 
 
 class PlaybookRun:

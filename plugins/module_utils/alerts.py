@@ -8,7 +8,8 @@ mask the outcome it reports, so the caller reads the records and reports deliver
 Sinks (a list of dicts, as the modules take them):
 
 - ``webhook``: Slack-compatible incoming webhook, JSON ``{"text": ..., "attachments": [{"color", "fields"}]}`` by
-  POST. Sends the events in ``on`` (default: ``failed`` and ``stale``; add ``success`` for a message on every run).
+  POST. Sends the events in ``on`` (default: ``failed``, ``stale`` and ``warning``, a success that carries warnings;
+  add ``success`` for a message on every run).
 - ``healthchecks``: a dead-man's switch in the healthchecks.io style: ``<url>/start`` when a run starts, ``<url>``
   on success (or fresh), ``<url>/fail`` on failure (or stale), with a short log as the POST body. The service
   alerts by itself when the pings stop coming, which covers the runs that never report at all.
@@ -38,8 +39,12 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRErro
 
 SINK_TYPES = ("webhook", "healthchecks", "prometheus_textfile")
 EVENTS = ("start", "success", "failed", "fresh", "stale")
+# What a sink's ``on`` may name: the events, and ``warning`` (a success or fresh verdict that carries warnings).
+SUBSCRIPTIONS = (*EVENTS, "warning")
 FAILURE_EVENTS = ("failed", "stale")
-DEFAULT_WEBHOOK_EVENTS = ("failed", "stale")
+DEFAULT_WEBHOOK_EVENTS = ("failed", "stale", "warning")
+# The run an event reports; only the backup run itself feeds the backup's dead-man's switch and metrics.
+BACKUP_RUN = "backup"
 DEFAULT_TIMEOUT = 10
 DEFAULT_RETRIES = 2
 USER_AGENT = "pgdr/0.1.0"
@@ -54,6 +59,7 @@ METRICS = (
     ("pgdr_backup_failures_total", "counter", "Backup runs that failed, since the metrics file was first written."),
     ("pgdr_backup_last_run_timestamp_seconds", "gauge", "Unix time the last backup run ended, successful or not."),
     ("pgdr_backup_last_run_success", "gauge", "1 if the last backup run succeeded, 0 if it failed."),
+    ("pgdr_backup_last_run_warnings", "gauge", "Warnings the last backup run reported (0 for a clean run)."),
 )
 _SAMPLE = re.compile(r'^(?P<name>[a-z_]+)\{source="(?P<source>(?:[^"\\]|\\.)*)"\}\s+(?P<value>\S+)\s*$')
 
@@ -104,16 +110,20 @@ def _iso_to_unix(value):
         return None
 
 
-def backup_event(outcome, source, result=None, environment=None, now=None):
+def backup_event(outcome, source, result=None, environment=None, now=None, run=BACKUP_RUN):
     """The event of a backup run from the backup module's result (a dict) or an error message (a string).
 
-    Only the fields needed for a report are taken from the result: never its arguments or anything secret.
+    Only the fields needed for a report are taken from the result: never its arguments or anything secret. A result
+    dict may also carry ``run_warnings`` (lines: what the run found wrong without failing, such as files missing
+    from the Storage backup, config drift, bucket drift) and ``failed_steps`` (``{"step", "message"}`` each: steps
+    that failed after the database backup was committed, which the message then says exists).
     """
     if outcome not in ("start", "success", "failed"):
         raise DRError(f"unknown backup outcome {outcome!r}", step="report outcome", hint="use start, success or failed")
     now = time.time() if now is None else now
     event = {
         "kind": "backup",
+        "run": run or BACKUP_RUN,
         "outcome": outcome,
         "source": source,
         "environment": environment,
@@ -124,6 +134,9 @@ def backup_event(outcome, source, result=None, environment=None, now=None):
         "size_bytes": None,
         "finished_at": None,
         "taken_now": None,
+        "warnings": [],
+        "failed_steps": [],
+        "committed": None,
     }
     if isinstance(result, dict):
         summary = result.get("summary") or {}
@@ -133,16 +146,32 @@ def backup_event(outcome, source, result=None, environment=None, now=None):
         event["size_bytes"] = summary.get("size")
         event["finished_at"] = _iso_to_unix(summary.get("finished_at") or manifest.get("finished_at"))
         event["taken_now"] = result.get("changed")
+        event["warnings"] = [str(w) for w in result.get("run_warnings") or [] if w]
+        event["failed_steps"] = [
+            {"step": str(f.get("step") or "?"), "message": str(f.get("message") or "failed")}
+            for f in result.get("failed_steps") or []
+            if isinstance(f, dict)
+        ]
+        event["committed"] = bool(event["backup_id"]) and bool(summary or manifest)
         message = result.get("msg")
         error = result.get("error")
         if outcome == "failed" and isinstance(error, dict) and error.get("message"):
             message = error["message"]
+        if outcome == "failed" and event["failed_steps"]:
+            message = _after_commit(event)
         event["message"] = str(message) if message else None
     elif result:
         event["message"] = str(result)
     if outcome == "failed" and not event["message"]:
         event["message"] = "the backup failed (no error message was given)"
     return event
+
+
+def _after_commit(event):
+    steps = "; ".join(f"{f['step']}: {f['message']}" for f in event["failed_steps"])
+    if event["committed"]:
+        return f"the database backup {event['backup_id']} is committed and restorable; failed after it: {steps}"
+    return f"failed: {steps}"
 
 
 def freshness_event(source, checks, environment=None, now=None):
@@ -177,19 +206,36 @@ def _human_age(seconds):
     return f"{seconds:.0f} s"
 
 
+def _warned(event):
+    return bool(event.get("warnings")) and event["outcome"] in ("success", "fresh")
+
+
 def headline(event):
     """One line saying what happened, for chat messages and ping bodies."""
     where = f"{event['source']}" + (f" ({event['environment']})" if event.get("environment") else "")
-    outcome = event["outcome"]
     if event["kind"] == "backup":
-        if outcome == "start":
-            return f"pgdr backup of {where} started"
-        if outcome == "success":
-            return f"pgdr backup of {where} succeeded: {event.get('backup_id') or '?'}"
-        return f"pgdr backup of {where} FAILED: {event.get('message')}"
-    if outcome == "stale":
+        return _backup_headline(event, where)
+    if event["outcome"] == "stale":
         return f"pgdr monitor: backups of {where} are STALE: {event.get('message')}"
     return f"pgdr monitor: backups of {where} are fresh"
+
+
+def _backup_headline(event, where):
+    run, outcome = event.get("run") or BACKUP_RUN, event["outcome"]
+    if outcome == "start":
+        return f"pgdr {run} of {where} started"
+    if outcome == "success" and _warned(event):
+        count = len(event["warnings"])
+        return (
+            f"pgdr {run} of {where} succeeded with {count} warning{'s' if count > 1 else ''}: "
+            f"{event.get('backup_id') or '?'}: {'; '.join(event['warnings'])}"
+        )
+    if outcome == "success":
+        return f"pgdr {run} of {where} succeeded: {event.get('backup_id') or '?'}"
+    if event.get("failed_steps"):
+        steps = ", ".join(f["step"] for f in event["failed_steps"])
+        return f"pgdr {run} of {where} FAILED at {steps}: {event.get('message')}"
+    return f"pgdr {run} of {where} FAILED: {event.get('message')}"
 
 
 def text_log(event):
@@ -199,6 +245,8 @@ def text_log(event):
         for key in ("backup_id", "duration_s", "size_bytes", "message"):
             if event.get(key) is not None:
                 lines.append(f"{key}: {event[key]}")
+        lines += [f"failed step {f['step']}: {f['message']}" for f in event.get("failed_steps") or []]
+        lines += [f"warning: {w}" for w in event.get("warnings") or []]
     else:
         for check in event.get("checks", []):
             state = "skipped" if check.get("skipped") else ("ok" if check.get("ok") else "STALE")
@@ -222,6 +270,11 @@ def webhook_payload(event):
                 fields.append({"title": key, "value": str(event[key]), "short": True})
         if event.get("message"):
             fields.append({"title": "message", "value": event["message"][:1500], "short": False})
+        for step in event.get("failed_steps") or []:
+            fields.append({"title": f"failed step: {step['step']}", "value": step["message"][:1500], "short": False})
+        if event.get("warnings"):
+            text = "\n".join(event["warnings"])
+            fields.append({"title": "warnings", "value": text[:1500], "short": False})
     else:
         for check in event.get("checks", []):
             state = "skipped" if check.get("skipped") else ("ok" if check.get("ok") else "STALE")
@@ -233,9 +286,10 @@ def webhook_payload(event):
                     "short": False,
                 }
             )
+    color = "danger" if failed else ("warning" if _warned(event) else "good")
     return {
         "text": headline(event)[:3000],
-        "attachments": [{"color": "danger" if failed else "good", "fallback": headline(event)[:300], "fields": fields}],
+        "attachments": [{"color": color, "fallback": headline(event)[:300], "fields": fields}],
     }
 
 
@@ -341,6 +395,7 @@ def metrics_for(event, previous):
         values["pgdr_backup_failures_total"] += 1
     values["pgdr_backup_last_run_timestamp_seconds"] = event["at"]
     values["pgdr_backup_last_run_success"] = 1.0 if success else 0.0
+    values["pgdr_backup_last_run_warnings"] = float(len(event.get("warnings") or []))
     return values
 
 
@@ -398,17 +453,21 @@ def check_sink(sink):
             hint="the node_exporter textfile collector's folder",
         )
     for outcome in sink.get("on") or []:
-        if outcome not in EVENTS:
+        if outcome not in SUBSCRIPTIONS:
             raise DRError(
-                f"sink {label}: unknown event {outcome!r} in 'on'", step="check sinks", hint=", ".join(EVENTS)
+                f"sink {label}: unknown event {outcome!r} in 'on'", step="check sinks", hint=", ".join(SUBSCRIPTIONS)
             )
 
 
 def _wants(sink, event):
     kind = sink["type"]
     outcome = event["outcome"]
+    other_run = event["kind"] == "backup" and (event.get("run") or BACKUP_RUN) != BACKUP_RUN
     if kind == "webhook":
-        return outcome in (sink.get("on") or DEFAULT_WEBHOOK_EVENTS)
+        on = sink.get("on") or DEFAULT_WEBHOOK_EVENTS
+        return outcome in on or ("warning" in on and _warned(event))
+    if other_run:
+        return False  # the dead-man's switch and the metrics follow the backup run itself, not a secure copy
     if kind == "healthchecks":
         return outcome in (sink.get("on") or EVENTS)
     # The textfile describes backup runs; freshness is read from it by Prometheus itself.

@@ -34,6 +34,12 @@ def s3_spec(**overrides):
     return {"type": "dict", "required": True, "options": options}
 
 
+def optional_s3_spec():
+    """The S3 options as one nested dict option that may be omitted (a second bucket: the locked one, or the
+    primary one when reading from the locked bucket)."""
+    return {"type": "dict", "required": False, "options": dict(S3_ARGUMENT_SPEC)}
+
+
 def backup_set_spec():
     """Where a source's backups live: the bucket (``s3``), the key prefix and the source's name in the keys."""
     return {

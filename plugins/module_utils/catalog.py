@@ -122,9 +122,55 @@ def summarize(manifest):
     }
 
 
-def list_backups(target, prefix, source, include_incomplete=True):
+def check_presence(target, manifest, step="verify backup objects"):
+    """Whether every object of a backup is there with the manifest's size: a HEAD each, no data read.
+
+    Returns ``{"verified": bool, "problems": [...], "checked_at": ...}``; each problem is the message of the
+    check that failed (``object data of the backup is missing``, ``object data has 12 bytes, the manifest says
+    ...``)."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils.selection import check_objects_exist
+
+    problems = []
+    for obj in manifest["objects"]:
+        try:
+            check_objects_exist(target, {"objects": [obj]}, step=step)
+        except DRError as exc:
+            problems.append(f"{exc.message} ({exc.subject})")
+    return {"verified": not problems, "problems": problems, "checked_at": isoformat(utcnow())}
+
+
+def require_presence(target, manifest, step="commit manifest"):
+    """Refuse to commit a backup whose own objects are not all there (a HEAD each, no data read).
+
+    The backup calls it right before it writes the manifest: an object removed while the backup ran (retention
+    taking the folder for a stale one, a person, a lifecycle rule) would otherwise be committed as a restorable
+    backup that is not. Raises a DRError naming every missing or short object; returns the check otherwise."""
+    found = check_presence(target, manifest, step=step)
+    if not found["verified"]:
+        raise DRError(
+            f"backup {manifest.get('backup_id')} is not committed: its own objects are not all there: "
+            + "; ".join(found["problems"]),
+            step=step,
+            subject=target.where(backup_prefix_of(manifest)),
+            hint="something removed them while the backup ran (retention, a lifecycle rule or a person): find out "
+            "what, then run the backup again; nothing was committed",
+        )
+    return found
+
+
+def backup_prefix_of(manifest):
+    """The folder of a backup, from its first object's key."""
+    objects = manifest.get("objects") or []
+    return objects[0]["key"].rsplit("/", 1)[0] + "/" if objects else ""
+
+
+def list_backups(target, prefix, source, include_incomplete=True, verify=False):
     """Every backup of a source, newest first: complete ones from their manifests, folders without one as
-    incomplete (with their size so far)."""
+    incomplete (with their size so far).
+
+    With ``verify`` each complete row also says whether it was checked and found whole (:func:`check_presence`):
+    ``verified`` true or false and the ``problems``; without it ``verified`` is None (not checked): a manifest only
+    says the backup was committed, not that its objects are still there."""
     rows = []
     base = source_prefix(prefix, source)
     for folder in target.list_common_prefixes(base):
@@ -133,7 +179,11 @@ def list_backups(target, prefix, source, include_incomplete=True):
             continue
         manifest = target.get_json(folder + MANIFEST_NAME, step="read manifest")
         if manifest is not None:
-            rows.append(summarize(validate_manifest(manifest, target.where(folder + MANIFEST_NAME))))
+            row = summarize(validate_manifest(manifest, target.where(folder + MANIFEST_NAME)))
+            row["verified"] = None
+            if verify:
+                row.update(check_presence(target, manifest))
+            rows.append(row)
         elif include_incomplete:
             keys = target.list_keys(folder)
             if not keys:

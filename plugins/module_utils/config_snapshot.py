@@ -55,10 +55,12 @@ def snapshot_key(prefix, source, snapshot_id):
 
 
 def list_snapshots(target, prefix, source):
+    """Snapshot ids, oldest first (only the folder's own files: ``secured/`` holds secure-copy records)."""
     ids = []
-    for key, _size in target.list_keys(config_prefix(prefix, source), step="list config snapshots"):
-        name = key.rsplit("/", 1)[-1]
-        if name.endswith(".json") and catalog.BACKUP_ID_RE.match(name[:-5]):
+    base = config_prefix(prefix, source)
+    for key, _size in target.list_keys(base, step="list config snapshots"):
+        name = key[len(base) :]
+        if "/" not in name and name.endswith(".json") and catalog.BACKUP_ID_RE.match(name[:-5]):
             ids.append(name[:-5])
     return sorted(ids)
 
@@ -324,3 +326,24 @@ def run(
         result.update(changed=False, exists=True, snapshot=load_snapshot(target, prefix, source, snapshot_id))
         result["drift"] = compare(result["snapshot"], current)
     return result
+
+
+def _named(changes):
+    parts = []
+    for what in ("changed", "added", "removed"):
+        if changes.get(what):
+            parts.append(f"{what} {', '.join(changes[what])}")
+    return "; ".join(parts)
+
+
+def drift_lines(result):
+    """The config drift of a run, by variable name only (never a value): what changed since the previous snapshot
+    and, when the window's snapshot existed already, what drifted since it was taken."""
+    lines = []
+    changes = result.get("changes") or {}
+    if changes.get("any_change"):
+        lines.append(f"config drift since snapshot {result.get('previous_id')}: {_named(changes)}")
+    drift = result.get("drift") or {}
+    if drift.get("any_change"):
+        lines.append(f"config drift since snapshot {result['snapshot_id']} was taken: {_named(drift)}")
+    return lines

@@ -6,16 +6,19 @@ false, ``error`` set), because a monitor that stops at the first error would hid
 raise.
 
 - ``check_logical``: the newest complete logical backup (its manifest's ``finished_at``) is at most ``max_age_s``
-  old (the schedule plus a grace, 24 h + 2 h for a daily backup); an incomplete backup newer than it, while no run
-  holds the source's lock, is a failed or killed run; no complete backup at all is stale.
+  old (the schedule plus a grace, 24 h + 2 h for a daily backup) and its objects are all there with the manifest's
+  sizes (a HEAD each: a manifest alone only says the backup was committed); an incomplete backup newer than it,
+  while no run holds the source's lock, is a failed or killed run; no complete backup at all is stale.
 - ``check_secondary``: the newest backup secured and verified in the immutable bucket (from the secure-copy record
-  ``immutable.py`` keeps next to each manifest) finished at most ``max_age_s`` ago.
+  ``immutable.py`` keeps next to each manifest) finished at most ``max_age_s`` ago, and, given the locked bucket,
+  its recorded copies are intact: a delete marker or a newer version on top of a locked key is TAMPERING.
 - ``check_pitr``: pgBackRest: the newest archived WAL is at most the RPO old (1 h), the newest base backup at most
   ``max_base_age_s``.
 - ``check_supabase_pitr``: hosted Supabase: the latest point of the PITR window is at most the RPO old.
 
 ``now`` is injectable everywhere (a datetime or Unix seconds) so that a missed schedule can be tested without
-waiting a day.
+waiting a day. A given ``now`` earlier than the newest backup is refused (a rehearsal at a time before the backup
+would report a negative age as fresh); the host's own clock behind the bucket's is a failed check.
 """
 
 from __future__ import annotations
@@ -96,6 +99,17 @@ def _lock_holder(target, prefix, source, now, stale_after):
     return holder
 
 
+def _check_now(now_given, newest_backup_id, finished_unix, now):
+    """A given ``now`` (a rehearsal) must not lie before the newest backup it judges."""
+    if now_given is not None and now < finished_unix:
+        raise DRError(
+            f"monitor_now {iso(now)} is earlier than the newest backup {newest_backup_id}, which finished at "
+            f"{iso(finished_unix)}: its age would be negative",
+            step="check freshness",
+            hint=f"give a time after {iso(finished_unix)}, or none to check now",
+        )
+
+
 def check_logical(
     target,
     prefix,
@@ -104,8 +118,10 @@ def check_logical(
     now=None,
     lock_stale_after=DEFAULT_LOCK_STALE_AFTER,
 ):
-    """The newest complete logical backup of source is at most max_age_s old, and no run failed after it."""
+    """The newest complete logical backup of source is at most max_age_s old, its objects are there, and no run
+    failed after it."""
     name = "logical"
+    now_given = now
     now = to_unix(now)
     catalog.check_source_name(source)
     where = target.where(catalog.source_prefix(prefix, source))
@@ -119,11 +135,16 @@ def check_logical(
             if not r["complete"] and (newest is None or r["backup_id"] > newest["backup_id"])
         ]
         holder = _lock_holder(target, prefix, source, now, lock_stale_after) if newer_incomplete else None
+        presence = None
+        if newest is not None:
+            manifest = target.get_json(catalog.manifest_key(prefix, source, newest["backup_id"]), step="read manifest")
+            presence = catalog.check_presence(target, manifest) if manifest else None
     except DRError as exc:
         return failed(name, exc, max_age_s)
     extra = {
         "newest_backup_id": newest["backup_id"] if newest else None,
         "newest_finished_at": newest["finished_at"] if newest else None,
+        "newest_verified": presence["verified"] if presence else None,
         "complete": len(complete),
         "incomplete_newer": newer_incomplete,
         "where": where,
@@ -134,11 +155,20 @@ def check_logical(
             details += f" ({len(newer_incomplete)} incomplete: {', '.join(newer_incomplete)})"
         return result(name, False, None, max_age_s, details, **extra)
     finished = to_unix(newest["finished_at"])
+    _check_now(now_given, newest["backup_id"], finished, now)
     age = now - finished
     parts = [f"newest complete backup {newest['backup_id']} finished {human(age)} ago"]
     ok = age <= max_age_s
-    if not ok:
+    if age < 0:
+        ok = False
+        parts.append(f"it finished {human(-age)} in the future of this host's clock: check the clocks")
+    elif not ok:
         parts.append(f"older than {human(max_age_s)}: a scheduled backup was missed or failed")
+    if presence and not presence["verified"]:
+        ok = False
+        parts.append("DAMAGED, it cannot be restored: " + "; ".join(presence["problems"]))
+    elif presence:
+        parts.append(f"its {len(manifest['objects'])} objects are there")
     if newer_incomplete:
         if holder:
             parts.append(f"{newer_incomplete[0]} is being taken now ({holder.get('purpose')} on {holder.get('host')})")
@@ -154,12 +184,18 @@ def check_logical(
 # -- the immutable secondary copy ----------------------------------------------------------------------------------
 
 
-def check_secondary(target, prefix, source, max_age_s=DEFAULT_LOGICAL_MAX_AGE_S, now=None, look_back=10):
-    """The newest backup secured and verified in the immutable bucket finished at most max_age_s ago.
+def check_secondary(
+    target, prefix, source, max_age_s=DEFAULT_LOGICAL_MAX_AGE_S, now=None, look_back=10, secondary=None
+):
+    """The newest backup secured and verified in the immutable bucket finished at most max_age_s ago, and (with
+    ``secondary``, the locked bucket) its recorded copies are intact.
 
     Reads the secure-copy record that ``immutable.py`` keeps next to each manifest (``read_record``: ``status``
-    ``secured``, ``verified_at``, per-object ``verified``), newest backup first, up to look_back backups. It trusts
-    the record (no request to the secondary bucket). Skipped with a note when ``immutable.py`` is absent.
+    ``secured``, ``verified_at``, per-object ``verified``), newest backup first, up to look_back backups. With
+    ``secondary`` it then checks the recorded versions in the locked bucket of that backup and of every older one
+    among the look_back newest (present, locked until the recorded date, size and ETag as recorded, nothing on top
+    of them): a delete marker or a newer version on top of a locked key is TAMPERING, never ok. Without it the
+    record is trusted (say so in the details). Skipped with a note when ``immutable.py`` is absent.
     """
     name = "secondary"
     try:
@@ -175,6 +211,7 @@ def check_secondary(target, prefix, source, max_age_s=DEFAULT_LOGICAL_MAX_AGE_S,
             skipped=True,
             details="skipped: the secure-copy record (immutable.py read_record) is not available in this version",
         )
+    now_given = now
     now = to_unix(now)
     try:
         rows = catalog.list_backups(target, prefix, source, include_incomplete=False)
@@ -194,12 +231,23 @@ def check_secondary(target, prefix, source, max_age_s=DEFAULT_LOGICAL_MAX_AGE_S,
                 newest = (row, record)
                 break
             unsecured.append(f"{row['backup_id']} ({record.get('status') or 'no secure copy'})")
+        findings = None
+        if newest is not None and secondary is not None:
+            # Every secured backup of the window, not only the newest: tampering with an older copy is as loud.
+            moment = datetime.fromtimestamp(now, UTC)
+            findings = []
+            for row in rows[:look_back]:
+                if row["backup_id"] > newest[0]["backup_id"]:
+                    continue  # not secured yet (named in the details)
+                _record, found = immutable.inspect_backup(target, secondary, prefix, source, row["backup_id"], moment)
+                findings += [dict(f, backup_id=row["backup_id"]) for f in found]
     except DRError as exc:
         return failed(name, exc, max_age_s)
     not_yet = f"; not secured: {', '.join(unsecured)}" if unsecured else ""
     if newest is None:
         return result(name, False, None, max_age_s, f"none of the newest {len(unsecured)} backups is secured{not_yet}")
     row, record = newest
+    _check_now(now_given, row["backup_id"], to_unix(row["finished_at"]), now)
     age = now - to_unix(row["finished_at"])
     ok = age <= max_age_s
     details = (
@@ -208,7 +256,23 @@ def check_secondary(target, prefix, source, max_age_s=DEFAULT_LOGICAL_MAX_AGE_S,
     )
     if not ok:
         details += f"; older than {human(max_age_s)}: the secure copy is not keeping up"
-    return result(name, ok, age, max_age_s, details, backup_id=row["backup_id"], unsecured=unsecured)
+    if findings:
+        ok = False
+        details += "; " + immutable.describe_tampering(secondary, findings)
+    elif findings is not None:
+        details += "; its locked copies (and those of the older secured backups checked) are intact"
+    else:
+        details += "; the locked copies themselves were not checked (no secondary bucket given)"
+    return result(
+        name,
+        ok,
+        age,
+        max_age_s,
+        details,
+        backup_id=row["backup_id"],
+        unsecured=unsecured,
+        tampering=findings or [],
+    )
 
 
 # -- pgBackRest --------------------------------------------------------------------------------------------------

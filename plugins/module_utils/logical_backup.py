@@ -507,6 +507,8 @@ def run(request):
                 manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}
                 body = json.dumps(manifest, indent=2, sort_keys=True).encode()
                 t0 = time.monotonic()
+                # Every object is there as written (nothing removed it while the backup ran), or no commit.
+                catalog.require_presence(request.target, manifest)
                 request.target.put_bytes(manifest_key, body, step="commit manifest", if_none_match=True)
                 timings["manifest"] = time.monotonic() - t0
             except BaseException as exc:

@@ -29,7 +29,13 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import (
     project,
 )
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
-from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3_ERRORS, RangedReader, is_not_found, translate
+from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import (
+    S3_ERRORS,
+    RangedReader,
+    is_not_found,
+    translate,
+    version_args,
+)
 from ansible_collections.pgdr.supabase.plugins.module_utils.selection import READ_SIZE, check_digest, open_object
 
 try:
@@ -381,14 +387,14 @@ class _Steps:
 def _open_ranged(target, obj, step):
     """The object as a stream of parallel ranged reads; a missing object or one of another size is named now."""
     try:
-        head = target.client.head_object(Bucket=target.bucket, Key=obj["key"])
+        head = target.client.head_object(Bucket=target.bucket, Key=obj["key"], **version_args(obj))
     except S3_ERRORS as exc:
         if is_not_found(exc):
             open_object(target, obj, step).close()  # raises the "object ... is missing" error every step uses
         raise translate(exc, step, target.where(obj["key"])) from exc
     if head["ContentLength"] != obj["size"]:
         check_digest(target, obj, head["ContentLength"], "(not read: the size differs)", step)
-    return RangedReader(target, obj["key"], obj["size"], head["ETag"], step=step)
+    return RangedReader(target, obj["key"], obj["size"], head["ETag"], step=step, version_id=obj.get("version_id"))
 
 
 def stream_verified(target, obj, write, identities=None, step="download"):

@@ -228,6 +228,72 @@ def b64_sha256(data):
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
+def b64_from_hex(hexdigest):
+    """A hex SHA-256 as S3 writes checksums (base64 of the raw digest)."""
+    return base64.b64encode(bytes.fromhex(hexdigest)).decode()
+
+
+def version_args(obj):
+    """``{"VersionId": ...}`` when a backup object entry names the exact version to read, else ``{}``.
+
+    Entries read from an immutable copy carry the locked version id recorded when the copy was secured, so a
+    delete marker or a newer version put on top of the key never changes what a restore reads."""
+    version_id = obj.get("version_id") if isinstance(obj, dict) else None
+    return {"VersionId": version_id} if version_id else {}
+
+
+# S3's CopyObject copies at most 5 GiB; bigger objects are copied part by part (UploadPartCopy).
+MULTIPART_COPY_THRESHOLD = 5 * 1024 * 1024 * 1024
+COPY_PART_SIZE = 512 * 1024 * 1024
+
+
+def server_copy(source, source_key, dest, dest_key, size, extra_args=None, source_version=None):
+    """Copy an object inside one endpoint (CopyObject, or UploadPartCopy above 5 GiB) with SHA-256 checksums.
+
+    Returns the new version id (None in an unversioned bucket). botocore errors are the caller's to translate."""
+    copy_source = {"Bucket": source.bucket, "Key": source_key}
+    if source_version:
+        copy_source["VersionId"] = source_version
+    extra = dict(extra_args or {})
+    client = dest.client
+    if size <= MULTIPART_COPY_THRESHOLD:
+        resp = client.copy_object(
+            Bucket=dest.bucket,
+            Key=dest_key,
+            CopySource=copy_source,
+            ChecksumAlgorithm="SHA256",
+            MetadataDirective="COPY",
+            **extra,
+        )
+        return resp.get("VersionId")
+    upload = client.create_multipart_upload(Bucket=dest.bucket, Key=dest_key, ChecksumAlgorithm="SHA256", **extra)[
+        "UploadId"
+    ]
+    try:
+        parts = []
+        for number, start in enumerate(range(0, size, COPY_PART_SIZE), start=1):
+            end = min(start + COPY_PART_SIZE, size) - 1
+            result = client.upload_part_copy(
+                Bucket=dest.bucket,
+                Key=dest_key,
+                UploadId=upload,
+                PartNumber=number,
+                CopySource=copy_source,
+                CopySourceRange=f"bytes={start}-{end}",
+            )["CopyPartResult"]
+            part = {"PartNumber": number, "ETag": result["ETag"]}
+            if result.get("ChecksumSHA256"):
+                part["ChecksumSHA256"] = result["ChecksumSHA256"]
+            parts.append(part)
+        resp = client.complete_multipart_upload(
+            Bucket=dest.bucket, Key=dest_key, UploadId=upload, MultipartUpload={"Parts": parts}
+        )
+    except BaseException:
+        dest.abort_upload(dest_key, upload)
+        raise
+    return resp.get("VersionId")
+
+
 def part_size_for(expected_bytes, minimum=16 * 1024 * 1024):
     """A part size that keeps an object of about expected_bytes (times a margin of 4) under S3's 10,000 parts."""
     needed = -(-max(expected_bytes, 0) * 4 // (MAX_PARTS - 100))
@@ -389,13 +455,15 @@ class RangedReader:
 
     Up to ``workers`` ranges are fetched ahead while the caller consumes the current one, so download, hashing
     and decompression overlap; memory stays at about (2 x workers + 1) ranges. Every range asks for the same
-    ETag (If-Match), so an object replaced mid-read fails instead of mixing two versions.
+    ETag (If-Match), so an object replaced mid-read fails instead of mixing two versions; with ``version_id`` every
+    range reads that exact version (a locked copy), whatever version is current.
     """
 
-    def __init__(self, target, key, size, etag, chunk=8 * 1024 * 1024, workers=3, step="download"):
+    def __init__(self, target, key, size, etag, chunk=8 * 1024 * 1024, workers=3, step="download", version_id=None):
         self.target = target
         self.key = key
         self.step = step
+        self._version = {"VersionId": version_id} if version_id else {}
         self._ranges = iter([(start, min(start + chunk, size) - 1) for start in range(0, size, chunk)])
         self._etag = etag
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-range")
@@ -411,6 +479,7 @@ class RangedReader:
                 Key=self.key,
                 Range=f"bytes={byte_range[0]}-{byte_range[1]}",
                 IfMatch=self._etag,
+                **self._version,
             )
             return resp["Body"].read()
         except S3_ERRORS as exc:

@@ -7,7 +7,7 @@ import hashlib
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
-from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3_ERRORS, is_not_found, translate
+from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3_ERRORS, is_not_found, translate, version_args
 
 READ_SIZE = 4 * 1024 * 1024
 LIST_HINT = "list the backups with: ansible-playbook playbooks/list_backups.yml"
@@ -32,14 +32,15 @@ def _started(row):
     return parse_time(row["started_at"])
 
 
-def resolve(target, prefix, source, selector):
+def resolve(target, prefix, source, selector, rows=None):
     """The listing row of the backup that selector names: ``latest``, a backup id, or ``before:<ISO time>``.
 
-    Only complete backups (with a manifest) are ever chosen.
+    Only complete backups (with a manifest) are ever chosen. ``rows`` replaces the bucket's listing (the immutable
+    copy lists its backups from their secure-copy records).
     """
     selector = (selector or "latest").strip()
     where = target.where(catalog.source_prefix(prefix, source))
-    rows = catalog.list_backups(target, prefix, source)
+    rows = catalog.list_backups(target, prefix, source) if rows is None else rows
     complete = [row for row in rows if row["complete"]]
     if selector == "latest":
         if not complete:
@@ -89,9 +90,10 @@ def load_manifest(target, prefix, source, backup_id):
 
 
 def open_object(target, obj, step):
-    """The streaming body of a backup object; a missing object is named."""
+    """The streaming body of a backup object (its recorded version when the entry names one); a missing object is
+    named."""
     try:
-        return target.client.get_object(Bucket=target.bucket, Key=obj["key"])["Body"]
+        return target.client.get_object(Bucket=target.bucket, Key=obj["key"], **version_args(obj))["Body"]
     except S3_ERRORS as exc:
         raise object_error(target, obj, step, exc) from exc
 
@@ -143,7 +145,7 @@ def check_objects_exist(target, manifest, step="check objects"):
     results = []
     for obj in manifest["objects"]:
         try:
-            head = target.client.head_object(Bucket=target.bucket, Key=obj["key"])
+            head = target.client.head_object(Bucket=target.bucket, Key=obj["key"], **version_args(obj))
         except S3_ERRORS as exc:
             raise object_error(target, obj, step, exc) from exc
         if head["ContentLength"] != obj["size"]:

@@ -5,19 +5,29 @@ The source is any S3-compatible endpoint (Supabase Storage's is ``https://<ref>.
 path-style, SigV4, region = the project's region). Layout in the backup bucket, under ``<prefix>/<source>/storage/``::
 
     manifests/<run_id>.json                 one per run that changed something: the commit point
-    objects/<run_id>/<bucket>/<key>         the bytes of the objects that run found new or changed
+    blobs/<sha256[:2]>/<sha256>             the bytes of every file, stored once under their SHA-256
+    staging/<run_id>/<n>                    a large file while it uploads (its SHA-256 is known at the end)
+    secured/<run_id>.json                   where the run's copy in the locked bucket stands (immutable.py)
     _lock.json                              held while a run copies
+    objects/<run_id>/<bucket>/<key>         the layout of runs taken before manifest version 2 (still restored)
 
-Each run stores only the objects that are new or changed since the newest manifest, under a folder of its own,
-and never overwrites a stored object: every manifest lists every object (with the key of the copy holding its
-bytes, possibly written by an earlier run), so every manifest stays restorable on its own, and an Object-Lock or
-versioned backup bucket works unchanged. An object is unchanged when its size and ETag equal the manifest's. A
-single-part ETag is the MD5 of the bytes and is checked against the bytes copied; a multipart ETag (``...-N``) is
-not an MD5 and is only compared as a string; the SHA-256 computed while copying is what restore verifies.
-Objects deleted at the source stay in the backup and are marked ``deleted`` in the manifest.
+Files are stored under their content's SHA-256, so a stored key has a fixed length whatever the source key (a
+1015-byte key, valid at the source, cannot overflow S3's 1024-byte limit once a prefix is added), a file kept by
+many runs or under many names is stored once, and nothing is ever overwritten. The manifest maps each original
+bucket and key to its blob (``stored_key``) with its size, ETag, MD5, SHA-256, last-modified time and metadata
+(content type, cache control, content disposition, encoding and language, user metadata), and lists every object,
+so every manifest stays restorable on its own and an Object-Lock or versioned backup bucket works unchanged.
 
-A run whose listing matches the newest manifest writes nothing. Objects copied by a run that never wrote its
-manifest (killed, failed) are leftovers: the next run removes them under the lock.
+An object is unchanged when its size and ETag equal the manifest's; one whose last-modified time moved (or whose
+metadata was never recorded) is read with a HEAD, so a change of metadata alone is found and recorded without
+copying its bytes again. A single-part ETag is the MD5 of the bytes and is checked against the bytes copied; a
+multipart ETag (``...-N``) is not an MD5 and is only compared as a string; the SHA-256 computed while copying is
+what restore verifies. Objects deleted at the source, also while a run copies them, stay in the backup and are
+marked ``deleted`` in the manifest.
+
+A run whose listing matches the newest manifest writes nothing. What a run that never wrote its manifest (killed,
+failed) left in staging/ (or objects/) is removed by the next run under the lock; blobs no remaining run lists
+are removed by retention.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
@@ -38,16 +49,32 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import (
     MultipartWriter,
     error_code,
     is_not_found,
+    server_copy,
     translate,
 )
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 LIST_PAGE_SIZE = 1000
 READ_CHUNK = 1024 * 1024
 DEFAULT_PART_SIZE = 8 * 1024 * 1024
+# The restore writes objects larger than this in parts of this size; the backup records the ETag such an upload
+# gets, so a second restore recognises a large object it restored without reading it again.
+RESTORE_PART_SIZE = DEFAULT_PART_SIZE
+HEAD_CONCURRENCY = 8
+# Restores before manifest version 2 marked each restored object with its SHA-256 in this user metadata; such
+# objects are still recognised (and their metadata is put back to exactly what was backed up).
 SHA256_METADATA = "pgdr-sha256"
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _RUN_ID = re.compile(r"^\d{8}T\d{6}Z$")
+# Object metadata kept per file: the response field and the PutObject/CopyObject argument share the name.
+METADATA_FIELDS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage")
+_ENTRY_FIELDS = {
+    "ContentType": "content_type",
+    "CacheControl": "cache_control",
+    "ContentDisposition": "content_disposition",
+    "ContentEncoding": "content_encoding",
+    "ContentLanguage": "content_language",
+}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Layout and small pure helpers
@@ -69,15 +96,26 @@ def storage_target(params):
     return s3_target({k: v for k, v in params.items() if k in storage_spec()["options"]} | {"bucket": None})
 
 
+def missing_warning(result, where):
+    """The warning for objects referenced in storage.objects but missing from ``where``, naming a few of them."""
+    check = result.get("cross_check") or {}
+    missing = check.get("missing_count", 0)
+    if not missing:
+        return None
+    names = ", ".join(f"{m['bucket']}/{m['key']}" for m in check.get("missing", [])[:5])
+    more = f" and {missing - 5} more" if missing > 5 else ""
+    return f"{missing} objects referenced in storage.objects are missing from {where}: {names}{more}"
+
+
 def report_missing(module, result, fail_on_missing, where):
     """After a cross-check: objects referenced in storage.objects but missing from ``where`` fail the task
-    (``fail_on_missing``) or make a warning."""
-    missing = (result.get("cross_check") or {}).get("missing_count", 0)
-    if missing:
-        text = f"{missing} objects referenced in storage.objects are missing from {where}"
+    (``fail_on_missing``) or make a warning (also kept in the result's ``warnings``)."""
+    text = missing_warning(result, where)
+    if text:
         if fail_on_missing:
             module.fail_json(msg=text, **result)
         module.warn(text)
+        result.setdefault("run_warnings", []).append(text)
 
 
 def storage_prefix(prefix, source):
@@ -90,12 +128,37 @@ def manifest_key(sprefix, run_id):
     return f"{sprefix}manifests/{run_id}.json"
 
 
+def record_key(sprefix, run_id):
+    """Where the secure-copy record of a run lives (the same key in the primary and the locked bucket)."""
+    return f"{sprefix}secured/{run_id}.json"
+
+
 def objects_prefix(sprefix, run_id=None):
+    """The folder of the layout before manifest version 2 (one copy per run under the original key)."""
     return f"{sprefix}objects/{run_id}/" if run_id else f"{sprefix}objects/"
 
 
 def stored_key(sprefix, run_id, bucket, key):
+    """A stored key in the layout before manifest version 2 (kept to read old runs)."""
     return f"{objects_prefix(sprefix, run_id)}{bucket}/{key}"
+
+
+def blobs_prefix(sprefix):
+    return f"{sprefix}blobs/"
+
+
+def blob_key(sprefix, sha256):
+    """Where the bytes with this SHA-256 are stored: a fixed-length key whatever the source key was."""
+    return f"{blobs_prefix(sprefix)}{sha256[:2]}/{sha256}"
+
+
+def staging_prefix(sprefix, run_id=None):
+    return f"{sprefix}staging/{run_id}/" if run_id else f"{sprefix}staging/"
+
+
+def data_prefixes(sprefix):
+    """The folders that hold stored bytes (retention removes what no remaining run lists)."""
+    return [blobs_prefix(sprefix), objects_prefix(sprefix)]
 
 
 def lock_key(sprefix):
@@ -114,6 +177,43 @@ def is_md5_etag(etag):
     return bool(_MD5_ETAG.match(normalize_etag(etag) or ""))
 
 
+def multipart_etag(part_md5s):
+    """The ETag S3 gives an object uploaded in these parts: MD5 of the parts' MD5 digests, then ``-<parts>``."""
+    return hashlib.md5(b"".join(part_md5s)).hexdigest() + f"-{len(part_md5s)}"  # noqa: S324 - S3's ETag scheme
+
+
+def metadata_of(response):
+    """The metadata to keep from a GetObject/HeadObject response: the fields in METADATA_FIELDS that are set, and the
+    user metadata (``x-amz-meta-*``)."""
+    out = {_ENTRY_FIELDS[f]: response[f] for f in METADATA_FIELDS if response.get(f)}
+    out["metadata"] = dict(response.get("Metadata") or {})
+    return out
+
+
+def recorded_metadata(entry):
+    """The metadata a manifest entry records, in the shape of :func:`metadata_of`."""
+    out = {k: entry[k] for k in _ENTRY_FIELDS.values() if entry.get(k)}
+    out["metadata"] = dict(entry.get("metadata") or {})
+    return out
+
+
+def same_metadata(entry, response):
+    """Whether a HEAD/GET response carries the metadata recorded in entry (missing and empty are the same). Every
+    S3 response names a content type: one the entry does not record (the endpoint's default) is not compared."""
+    found = metadata_of(response)
+    if not entry.get("content_type"):
+        found.pop("content_type", None)
+    return found == recorded_metadata(entry)
+
+
+def put_metadata_args(entry):
+    """PutObject / CopyObject arguments that write the recorded metadata back."""
+    reverse = {v: k for k, v in _ENTRY_FIELDS.items()}
+    args = {reverse[k]: entry[k] for k in _ENTRY_FIELDS.values() if entry.get(k)}
+    args["Metadata"] = dict(entry.get("metadata") or {})
+    return args
+
+
 def same_object(entry, listed):
     """Whether a manifest entry still describes a listed object: same size and same ETag string."""
     return (
@@ -121,6 +221,25 @@ def same_object(entry, listed):
         and int(entry["size"]) == int(listed["size"])
         and normalize_etag(entry.get("etag")) == normalize_etag(listed.get("etag"))
     )
+
+
+def needs_recheck(entry, listed):
+    """An object whose bytes look unchanged but whose metadata may have changed: its last-modified time moved, or
+    the manifest never recorded its metadata (a run taken before metadata was kept)."""
+    if "metadata" not in entry:
+        return True
+    before, now = _second(entry.get("last_modified")), _second(listed.get("last_modified"))
+    return before is not None and now is not None and before != now
+
+
+def _second(value):
+    if not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return str(value)
+    return moment.astimezone(dt.UTC).replace(microsecond=0)
 
 
 def entry_id(obj):
@@ -132,21 +251,32 @@ def diff_listing(previous, listing, scanned_buckets):
 
     ``previous``: manifest entries (dicts with bucket, key, size, etag, deleted, ...); ``listing``: listed objects
     (bucket, key, size, etag, last_modified); ``scanned_buckets``: the buckets the listing covers. Entries of
-    other buckets are carried over untouched. Returns ``{"new", "changed", "unchanged", "deleted",
-    "already_deleted", "carried"}``: lists of listed objects for new/changed, of manifest entries otherwise.
+    other buckets are carried over untouched. Returns ``{"new", "changed", "unchanged", "recheck", "deleted",
+    "already_deleted", "carried"}``: lists of listed objects for new/changed, of manifest entries otherwise;
+    ``recheck`` holds ``(entry, listed)`` pairs whose bytes look unchanged but whose metadata must be read again.
     """
     scanned = set(scanned_buckets)
     before = {entry_id(e): e for e in previous}
     now = {entry_id(o): o for o in listing}
-    out = {"new": [], "changed": [], "unchanged": [], "deleted": [], "already_deleted": [], "carried": []}
+    out = {
+        "new": [],
+        "changed": [],
+        "unchanged": [],
+        "recheck": [],
+        "deleted": [],
+        "already_deleted": [],
+        "carried": [],
+    }
     for ident, obj in sorted(now.items()):
         entry = before.get(ident)
         if entry is None or entry.get("deleted"):
             out["new"].append(obj)
-        elif same_object(entry, obj):
-            out["unchanged"].append(entry)
-        else:
+        elif not same_object(entry, obj):
             out["changed"].append(obj)
+        elif needs_recheck(entry, obj):
+            out["recheck"].append((entry, obj))
+        else:
+            out["unchanged"].append(entry)
     for ident, entry in sorted(before.items()):
         if ident in now:
             continue
@@ -160,7 +290,7 @@ def diff_listing(previous, listing, scanned_buckets):
 
 
 def is_change(diff):
-    return bool(diff["new"] or diff["changed"] or diff["deleted"])
+    return bool(diff["new"] or diff["changed"] or diff["deleted"] or diff.get("metadata"))
 
 
 def new_run_id(moment=None):
@@ -263,7 +393,8 @@ def select_run(runs, run_id="latest", at_or_before=None):
 
 
 def plan_copy(source, buckets, backup, sprefix, run_id=None, limit=100):
-    """What a run does: list the source (pages of 1000), compare with the newest manifest.
+    """What a run does: list the source (pages of 1000), compare with the newest manifest, and read the metadata
+    of the objects whose bytes look unchanged but whose last-modified time moved (a HEAD each).
 
     ``source``: an S3Target of the Storage endpoint (its bucket is not used); ``buckets``: names, or empty for
     every bucket (ListBuckets); ``backup``: the backup bucket's S3Target; ``sprefix``: from :func:`storage_prefix`.
@@ -276,6 +407,7 @@ def plan_copy(source, buckets, backup, sprefix, run_id=None, limit=100):
     runs = list_runs(backup, sprefix)
     previous = load_manifest(backup, sprefix, runs[-1]) if runs else None
     diff = diff_listing(previous["objects"] if previous else [], listing, scanned)
+    _recheck(source, diff)
     run_id = run_id or new_run_id()
     if previous and run_id <= previous["run_id"]:
         run_id = _after(previous["run_id"])
@@ -293,19 +425,52 @@ def plan_copy(source, buckets, backup, sprefix, run_id=None, limit=100):
             "listed": len(listing),
             "new": len(diff["new"]),
             "changed": len(diff["changed"]),
+            "metadata": len(diff["metadata"]),
             "unchanged": len(diff["unchanged"]),
             "deleted": len(diff["deleted"]),
             "already_deleted": len(diff["already_deleted"]),
             "carried": len(diff["carried"]),
             "bytes_to_copy": sum(o["size"] for o in copy),
         },
-        "copy": [_step(o, why, sprefix, run_id) for why in ("new", "changed") for o in diff[why]][:limit],
+        "copy": [_step(o, why) for why in ("new", "changed") for o in diff[why]][:limit],
+        "metadata": [{"bucket": e["bucket"], "key": e["key"]} for e in diff["metadata"][:limit]],
         "deleted": [{"bucket": e["bucket"], "key": e["key"]} for e in diff["deleted"][:limit]],
-        "truncated": len(copy) > limit or len(diff["deleted"]) > limit,
+        "truncated": len(copy) > limit or len(diff["deleted"]) > limit or len(diff["metadata"]) > limit,
         "leftovers": leftovers,
         "_diff": diff,
         "_previous": previous,
     }
+
+
+def _head_source(source, obj):
+    try:
+        return source.client.head_object(Bucket=obj["bucket"], Key=obj["key"])
+    except S3_ERRORS as exc:
+        if is_not_found(exc):
+            return None
+        raise translate(exc, "read storage object metadata", f"s3://{obj['bucket']}/{obj['key']}") from exc
+
+
+def _recheck(source, diff):
+    """Sort the ``recheck`` pairs into changed bytes, changed metadata only (``metadata``: updated entries, no copy),
+    unchanged, or deleted (gone since the listing)."""
+    pairs = diff.pop("recheck")
+    diff["metadata"] = []
+    if not pairs:
+        return
+    with ThreadPoolExecutor(max_workers=HEAD_CONCURRENCY, thread_name_prefix="storage-head") as pool:
+        heads = list(pool.map(lambda pair: _head_source(source, pair[1]), pairs))
+    for (entry, listed), head in zip(pairs, heads, strict=True):
+        if head is None:
+            diff["deleted"].append(entry)
+        elif int(head.get("ContentLength", -1)) != int(entry["size"]) or normalize_etag(head.get("ETag")) != (
+            normalize_etag(entry.get("etag"))
+        ):
+            diff["changed"].append(listed)
+        elif "metadata" in entry and same_metadata(entry, head):
+            diff["unchanged"].append(entry)
+        else:
+            diff["metadata"].append({**entry, **metadata_of(head), "last_modified": listed.get("last_modified")})
 
 
 def _after(run_id):
@@ -313,76 +478,169 @@ def _after(run_id):
     return new_run_id(moment)
 
 
-def _step(obj, why, sprefix, run_id):
-    return {
-        "bucket": obj["bucket"],
-        "key": obj["key"],
-        "size": obj["size"],
-        "why": why,
-        "to": stored_key(sprefix, run_id, obj["bucket"], obj["key"]),
-    }
+def _step(obj, why):
+    return {"bucket": obj["bucket"], "key": obj["key"], "size": obj["size"], "why": why}
 
 
 def find_leftovers(backup, sprefix, runs):
-    """Run folders under objects/ without a manifest (an unfinished run) and unfinished multipart uploads."""
+    """What runs that never committed left: files in staging/, run folders under objects/ without a manifest (the
+    layout before manifest version 2), and unfinished multipart uploads."""
     committed = set(runs)
     folders = backup.list_common_prefixes(objects_prefix(sprefix), step="list storage runs")
     stale = [f for f in folders if f.rstrip("/").rsplit("/", 1)[-1] not in committed]
-    uploads = backup.list_uploads(objects_prefix(sprefix))
-    return {"folders": stale, "uploads": [key for key, _ in uploads]}
+    staged = backup.list_common_prefixes(staging_prefix(sprefix), step="list storage staging")
+    uploads = backup.list_uploads(objects_prefix(sprefix)) + backup.list_uploads(staging_prefix(sprefix))
+    return {"folders": stale + staged, "uploads": [key for key, _ in uploads]}
 
 
 def remove_leftovers(backup, sprefix, runs, keep_run):
     removed = []
     committed = set(runs) | {keep_run}
-    for key, upload_id in backup.list_uploads(objects_prefix(sprefix)):
-        backup.abort_upload(key, upload_id)
-        removed.append(key)
-    for folder in backup.list_common_prefixes(objects_prefix(sprefix), step="list storage runs"):
-        if folder.rstrip("/").rsplit("/", 1)[-1] in committed:
-            continue
+    for where in (objects_prefix(sprefix), staging_prefix(sprefix)):
+        for key, upload_id in backup.list_uploads(where):
+            backup.abort_upload(key, upload_id)
+            removed.append(key)
+    folders = [
+        f
+        for f in backup.list_common_prefixes(objects_prefix(sprefix), step="list storage runs")
+        if f.rstrip("/").rsplit("/", 1)[-1] not in committed
+    ]
+    folders += backup.list_common_prefixes(staging_prefix(sprefix), step="list storage staging")
+    for folder in folders:
         keys = [k for k, _ in backup.list_keys(folder, step="list leftovers")]
         backup.delete_keys(keys, step="remove leftovers")
         removed += keys
     return removed
 
 
-def copy_object(source, obj, backup, key, part_size=DEFAULT_PART_SIZE, verify_etag=True):
-    """Stream one object from the Storage endpoint into the backup bucket. Returns its manifest entry.
+class _Digests:
+    """SHA-256 and MD5 of a stream, and the MD5 of each RESTORE_PART_SIZE part (for the ETag a restore will see)."""
 
-    Download and upload overlap (MultipartWriter); SHA-256 and MD5 are computed on the way. A single-part ETag
-    is the MD5 of the bytes: a mismatch means the copy is not what the source holds, and the copy is removed.
-    """
-    subject = f"s3://{obj['bucket']}/{obj['key']}"
-    response = _call("read storage object", subject, source.client.get_object, Bucket=obj["bucket"], Key=obj["key"])
-    body = response["Body"]
-    md5 = hashlib.md5()  # noqa: S324 - compared with the S3 ETag, not used for security
-    writer = MultipartWriter(backup, key, part_size=part_size, concurrency=2)
+    def __init__(self):
+        self.sha256, self.md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 - compared with S3 ETags only
+        self.parts, self._part, self._filled, self.size = [], hashlib.md5(), 0, 0  # noqa: S324
+
+    def update(self, data):
+        self.sha256.update(data)
+        self.md5.update(data)
+        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            take = min(len(view), RESTORE_PART_SIZE - self._filled)
+            self._part.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == RESTORE_PART_SIZE:
+                self.parts.append(self._part.digest())
+                self._part, self._filled = hashlib.md5(), 0  # noqa: S324
+
+    def restore_etag(self):
+        if self.size <= RESTORE_PART_SIZE:
+            return None
+        parts = self.parts + ([self._part.digest()] if self._filled else [])
+        return multipart_etag(parts)
+
+
+def _blob_exists(backup, key, size):
     try:
-        while True:
+        return int(backup.client.head_object(Bucket=backup.bucket, Key=key)["ContentLength"]) == int(size)
+    except S3_ERRORS as exc:
+        if is_not_found(exc):
+            return False
+        raise translate(exc, "check stored file", backup.where(key)) from exc
+
+
+def _read_up_to(body, size, subject):
+    chunks, got = [], 0
+    while got < size:
+        try:
+            chunk = body.read(min(READ_CHUNK, size - got))
+        except S3_ERRORS as exc:
+            raise translate(exc, "read storage object", subject) from exc
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def copy_object(source, obj, backup, sprefix, run_id, part_size=DEFAULT_PART_SIZE, verify_etag=True):
+    """Stream one object from the Storage endpoint into the backup bucket, stored under its SHA-256. Returns its
+    manifest entry, or None when the object is gone (deleted since the listing).
+
+    An object of at most part_size is read into memory, checked and written with one PUT; a larger one is
+    uploaded in parts to staging/ and then copied inside the backup bucket to its blob (its SHA-256 is known only
+    at the end). A blob that exists already (the same bytes under another name or in an earlier run) is not
+    written again. A single-part ETag is the MD5 of the bytes: a mismatch means the copy is not what the source
+    holds, and nothing is kept."""
+    subject = f"s3://{obj['bucket']}/{obj['key']}"
+    try:
+        response = source.client.get_object(Bucket=obj["bucket"], Key=obj["key"])
+    except S3_ERRORS as exc:
+        if is_not_found(exc):
+            return None
+        raise translate(exc, "read storage object", subject) from exc
+    body = response["Body"]
+    digests = _Digests()
+    staged = None
+    try:
+        first = _read_up_to(body, part_size + 1, subject)
+        digests.update(first)
+        if len(first) <= part_size:
+            _check_copy(digests, response, obj, verify_etag, subject)
+            key = blob_key(sprefix, digests.sha256.hexdigest())
+            if not _blob_exists(backup, key, digests.size):
+                backup.put_bytes(key, first, step="store storage object", content_type="application/octet-stream")
+        else:
+            staged = f"{staging_prefix(sprefix, run_id)}{uuid.uuid4().hex}"
+            writer = MultipartWriter(backup, staged, part_size=part_size, concurrency=2)
             try:
-                chunk = body.read(READ_CHUNK)
-            except S3_ERRORS as exc:
-                raise translate(exc, "read storage object", subject) from exc
-            if not chunk:
-                break
-            md5.update(chunk)
-            writer.write(chunk)
-        size, sha256 = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+                writer.write(first)
+                while chunk := _read_up_to(body, READ_CHUNK, subject):
+                    digests.update(chunk)
+                    writer.write(chunk)
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            _check_copy(digests, response, obj, verify_etag, subject)
+            key = blob_key(sprefix, digests.sha256.hexdigest())
+            if not _blob_exists(backup, key, digests.size):
+                try:
+                    server_copy(backup, staged, backup, key, digests.size)
+                except S3_ERRORS as exc:
+                    raise translate(exc, "store storage object", backup.where(key)) from exc
     finally:
         body.close()
+        if staged:
+            backup.delete_keys([staged], step="remove staged copy")
+    modified = response.get("LastModified")
+    entry = {
+        "bucket": obj["bucket"],
+        "key": obj["key"],
+        "size": digests.size,
+        "etag": normalize_etag(response.get("ETag")) or obj.get("etag"),
+        "md5": digests.md5.hexdigest(),
+        "sha256": digests.sha256.hexdigest(),
+        "last_modified": catalog.isoformat(modified) if isinstance(modified, dt.datetime) else obj.get("last_modified"),
+        "stored_key": key,
+        "deleted": False,
+        **metadata_of(response),
+    }
+    if digests.restore_etag():
+        entry["restore_etag"] = {"part_size": RESTORE_PART_SIZE, "etag": digests.restore_etag()}
+    return entry
+
+
+def _check_copy(digests, response, obj, verify_etag, subject):
     etag = normalize_etag(response.get("ETag")) or obj.get("etag")
-    expected = int(response.get("ContentLength", size))
+    expected = int(response.get("ContentLength", digests.size))
     problem = None
-    if size != expected:
-        problem = f"read {size} bytes, the endpoint announced {expected}"
-    elif verify_etag and is_md5_etag(etag) and md5.hexdigest() != etag:
-        problem = f"the bytes read have MD5 {md5.hexdigest()}, the object's ETag is {etag}"
+    if digests.size != expected:
+        problem = f"read {digests.size} bytes, the endpoint announced {expected}"
+    elif verify_etag and is_md5_etag(etag) and digests.md5.hexdigest() != etag:
+        problem = f"the bytes read have MD5 {digests.md5.hexdigest()}, the object's ETag is {etag}"
     if problem:
-        backup.delete_keys([key], step="remove bad copy")
         raise DRError(
             problem,
             step="copy storage object",
@@ -390,19 +648,6 @@ def copy_object(source, obj, backup, key, part_size=DEFAULT_PART_SIZE, verify_et
             hint="run again (the object may have changed while it was read); if it persists and the endpoint's "
             "ETags are not MD5s, set verify_etag to false",
         )
-    modified = response.get("LastModified")
-    return {
-        "bucket": obj["bucket"],
-        "key": obj["key"],
-        "size": size,
-        "etag": etag,
-        "md5": md5.hexdigest(),
-        "sha256": sha256,
-        "content_type": response.get("ContentType"),
-        "last_modified": catalog.isoformat(modified) if isinstance(modified, dt.datetime) else obj.get("last_modified"),
-        "stored_key": key,
-        "deleted": False,
-    }
 
 
 def apply_copy(
@@ -410,27 +655,27 @@ def apply_copy(
 ):
     """Copy what the plan lists and commit the run's manifest last. Call with the plan of :func:`plan_copy`.
 
-    Returns ``{"changed", "run_id", "manifest", "copied", "bytes_copied", "cleaned"}``.
-    """
+    An object that is gone when the run reads it (deleted at the source since the listing) is recorded as deleted
+    and the run goes on; it is named in ``vanished``. Returns the manifest."""
     diff, previous, sprefix, run_id = plan["_diff"], plan["_previous"], plan["prefix"], plan["run_id"]
     started = time.monotonic()
     started_at = catalog.isoformat(catalog.utcnow())
     todo = diff["new"] + diff["changed"]
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="storage-copy") as pool:
         futures = [
-            pool.submit(
-                copy_object,
-                source,
-                obj,
-                backup,
-                stored_key(sprefix, run_id, obj["bucket"], obj["key"]),
-                part_size,
-                verify_etag,
-            )
-            for obj in todo
+            pool.submit(copy_object, source, obj, backup, sprefix, run_id, part_size, verify_etag) for obj in todo
         ]
-        copied = [f.result() for f in futures]
-    entries = copied + diff["unchanged"] + diff["already_deleted"] + diff["carried"]
+        results = [f.result() for f in futures]
+    copied = [r for r in results if r is not None]
+    earlier = {entry_id(e): e for e in (previous or {}).get("objects", [])}
+    vanished = []
+    for obj, got in zip(todo, results, strict=True):
+        if got is None:
+            known = earlier.get(entry_id(obj))
+            base = dict(known) if known and not known.get("deleted") else {**_step(obj, "new"), "stored_key": None}
+            base.pop("why", None)
+            vanished.append(dict(base, deleted=True, deleted_in=run_id, vanished=True))
+    entries = copied + diff["unchanged"] + diff["metadata"] + diff["already_deleted"] + diff["carried"] + vanished
     entries += [dict(e, deleted=True, deleted_in=run_id) for e in diff["deleted"]]
     entries.sort(key=entry_id)
     live = [e for e in entries if not e.get("deleted")]
@@ -453,8 +698,11 @@ def apply_copy(
             "bytes_copied": sum(e["size"] for e in copied),
             "new": len(diff["new"]),
             "changed": len(diff["changed"]),
-            "newly_deleted": len(diff["deleted"]),
+            "metadata": len(diff["metadata"]),
+            "newly_deleted": len(diff["deleted"]) + len(vanished),
+            "vanished": len(vanished),
         },
+        "vanished": [{"bucket": e["bucket"], "key": e["key"]} for e in vanished],
         "objects": entries,
     }
     data = json.dumps(manifest, indent=1, sort_keys=True).encode()
@@ -479,15 +727,24 @@ def backup_assets(
     cross_check_dsn=None,
 ):
     """The whole backup step: plan; unless check_mode or nothing changed, copy under the lock and commit.
-    With cross_check_dsn, compare that database's storage.objects with the backup (as it is after the run)."""
+    With cross_check_dsn, compare that database's storage.objects with the backup (as it is after the run).
+    ``warnings`` names what the run found wrong without failing (files gone while it ran)."""
     sprefix = storage_prefix(prefix, source_name)
     plan = plan_copy(source, buckets, backup, sprefix, limit=limit)
-    result = {"changed": plan["action"] == "copy", "plan": _public(plan), "run_id": plan["run_id"], "cleaned": []}
+    result = {
+        "changed": plan["action"] == "copy",
+        "plan": _public(plan),
+        "run_id": plan["run_id"],
+        "cleaned": [],
+        "run_warnings": [],
+    }
 
     def finish():
         diff = plan["_diff"]
         if cross_check_dsn:
-            live = diff["new"] + diff["changed"] + diff["unchanged"] + diff["carried"]
+            live = diff["new"] + diff["changed"] + diff["metadata"] + diff["unchanged"] + diff["carried"]
+            gone = {entry_id(v) for v in (result.get("manifest") or {}).get("vanished", [])}
+            live = [o for o in live if entry_id(o) not in gone]
             result["cross_check"] = cross_check(cross_check_dsn, {"objects": live}, result["plan"]["buckets"], limit)
         return result
 
@@ -514,6 +771,12 @@ def backup_assets(
         result["cleaned"] = remove_leftovers(backup, sprefix, runs, plan["run_id"])
         manifest = apply_copy(plan, source, backup, source_name, endpoint, concurrency, part_size, verify_etag)
     result.update(manifest=summary(manifest), manifest_key=plan["manifest_key"], changed=True)
+    if manifest["vanished"]:
+        names = ", ".join(f"{v['bucket']}/{v['key']}" for v in manifest["vanished"][:5])
+        result["run_warnings"].append(
+            f"{len(manifest['vanished'])} files were deleted at the source while the run copied them (recorded as "
+            f"deleted): {names}"
+        )
     return finish()
 
 
@@ -539,14 +802,19 @@ def _head(client, bucket, key):
         raise translate(exc, "check restored object", f"s3://{bucket}/{key}") from exc
 
 
-def is_restored(head, entry):
-    """Whether the object found at the destination holds the entry's bytes: same size, and our SHA-256 metadata
-    or an MD5 ETag equal to the MD5 recorded at backup."""
+def is_restored(head, entry, part_size=RESTORE_PART_SIZE):
+    """Whether the object found at the destination holds the entry's bytes: the same size, and an ETag that those
+    bytes give (the MD5 for one PUT, the recorded multipart ETag for a restore in parts of part_size), or the
+    SHA-256 in the ``pgdr-sha256`` metadata that restores before version 2 wrote."""
     if head is None or int(head.get("ContentLength", -1)) != int(entry["size"]):
         return False
     if (head.get("Metadata") or {}).get(SHA256_METADATA) == entry["sha256"]:
         return True
-    return bool(entry.get("md5")) and normalize_etag(head.get("ETag")) == entry["md5"]
+    etag = normalize_etag(head.get("ETag"))
+    if int(entry["size"]) <= part_size:
+        return bool(entry.get("md5")) and etag == entry["md5"]
+    recorded = entry.get("restore_etag") or {}
+    return recorded.get("part_size") == part_size and etag == recorded.get("etag")
 
 
 def bucket_exists(client, bucket):
@@ -559,38 +827,57 @@ def bucket_exists(client, bucket):
         raise translate(exc, "check restore bucket", f"s3://{bucket}/") from exc
 
 
-def plan_restore(manifest, dest, bucket_map=None, buckets=None, limit=100):
-    """Per object: ``copy`` or ``skip`` (already there with the same bytes); per target bucket: exists or not."""
+def plan_restore(manifest, dest, bucket_map=None, buckets=None, limit=100, part_size=RESTORE_PART_SIZE, prune=False):
+    """Per object: ``copy`` (absent or other bytes), ``metadata`` (the bytes are there, the metadata drifted: put
+    back without copying), or ``skip``; per target bucket: exists or not; with prune, the objects in the target
+    buckets that the run does not hold (to delete, so each bucket is exactly the run's state)."""
     bucket_map = bucket_map or {}
     wanted = [e for e in manifest["objects"] if not e.get("deleted") and (not buckets or e["bucket"] in buckets)]
-    targets = sorted({bucket_map.get(e["bucket"], e["bucket"]) for e in wanted})
+    covered = sorted(
+        {b for b in manifest.get("buckets", []) if not buckets or b in buckets} | {e["bucket"] for e in wanted}
+    )
+    targets = sorted({bucket_map.get(b, b) for b in covered})
     present = {b: bucket_exists(dest.client, b) for b in targets}
-    copy, skip = [], 0
+    copy, metadata, skip = [], [], 0
     for entry in wanted:
         target = bucket_map.get(entry["bucket"], entry["bucket"])
         head = _head(dest.client, target, entry["key"]) if present[target] else None
-        if is_restored(head, entry):
-            skip += 1
-        else:
+        if not is_restored(head, entry, part_size):
             copy.append(dict(entry, target_bucket=target, exists=head is not None))
+        elif not same_metadata(entry, head):
+            metadata.append(dict(entry, target_bucket=target, exists=True))
+        else:
+            skip += 1
+    extra = []
+    if prune:
+        keep = {(bucket_map.get(e["bucket"], e["bucket"]), e["key"]) for e in wanted}
+        for bucket in targets:
+            if present[bucket]:
+                extra += [o for o in list_objects(dest.client, bucket) if (bucket, o["key"]) not in keep]
     return {
-        "action": "copy" if copy or not all(present.values()) else "none",
+        "action": "copy" if copy or metadata or extra or not all(present.values()) else "none",
         "run_id": manifest["run_id"],
         "buckets": [{"bucket": b, "exists": present[b]} for b in targets],
         "create_buckets": [b for b in targets if not present[b]],
         "counts": {
             "objects": len(wanted),
             "copy": len(copy),
+            "metadata": len(metadata),
             "skip": skip,
             "overwrite": sum(1 for c in copy if c["exists"]),
             "bytes_to_copy": sum(c["size"] for c in copy),
+            "prune": len(extra),
         },
         "copy": [
             {"from": c["stored_key"], "to": f"s3://{c['target_bucket']}/{c['key']}", "size": c["size"]}
             for c in copy[:limit]
         ],
-        "truncated": len(copy) > limit,
+        "metadata": [f"s3://{m['target_bucket']}/{m['key']}" for m in metadata[:limit]],
+        "prune": [f"s3://{o['bucket']}/{o['key']}" for o in extra[:limit]],
+        "truncated": len(copy) > limit or len(metadata) > limit or len(extra) > limit,
         "_copy": copy,
+        "_metadata": metadata,
+        "_prune": extra,
     }
 
 
@@ -606,22 +893,24 @@ def create_bucket(client, bucket, region):
 
 
 def restore_object(backup, entry, dest, part_size=DEFAULT_PART_SIZE):
-    """Copy one stored object into its target bucket, verifying the SHA-256 recorded at backup before the
-    object becomes visible: a small object is checked in memory before its PUT, a large one before the multipart
-    upload is completed (else aborted)."""
+    """Copy one stored object into its target bucket with the metadata recorded at backup (content type, cache
+    control, ..., user metadata exactly), verifying the SHA-256 recorded at backup before the object becomes
+    visible: a small object is checked in memory before its PUT, a large one before the multipart upload is
+    completed (else aborted). An entry read from the locked bucket names the stored version to read
+    (``stored_version_id``)."""
     bucket, key = entry["target_bucket"], entry["key"]
     where = f"s3://{bucket}/{key}"
+    version = {"VersionId": entry["stored_version_id"]} if entry.get("stored_version_id") else {}
     response = _call(
         "read stored object",
         backup.where(entry["stored_key"]),
         backup.client.get_object,
         Bucket=backup.bucket,
         Key=entry["stored_key"],
+        **version,
     )
     body = response["Body"]
-    extra = {"Metadata": {SHA256_METADATA: entry["sha256"]}}
-    if entry.get("content_type"):
-        extra["ContentType"] = entry["content_type"]
+    extra = put_metadata_args(entry)
     sha = hashlib.sha256()
     try:
         if int(entry["size"]) <= part_size:
@@ -636,7 +925,7 @@ def restore_object(backup, entry, dest, part_size=DEFAULT_PART_SIZE):
         try:
             parts, number = [], 0
             while True:
-                data = body.read(part_size)
+                data = _read_up_to(body, part_size, backup.where(entry["stored_key"]))
                 if not data:
                     break
                 number += 1
@@ -670,6 +959,21 @@ def restore_object(backup, entry, dest, part_size=DEFAULT_PART_SIZE):
         body.close()
 
 
+def restore_metadata(entry, dest):
+    """Put the recorded metadata back on an object whose bytes are right (a copy onto itself; no data sent)."""
+    bucket, key = entry["target_bucket"], entry["key"]
+    _call(
+        "restore object metadata",
+        f"s3://{bucket}/{key}",
+        dest.client.copy_object,
+        Bucket=bucket,
+        Key=key,
+        CopySource={"Bucket": bucket, "Key": key},
+        MetadataDirective="REPLACE",
+        **put_metadata_args(entry),
+    )
+
+
 def _check_sha(sha, entry, backup):
     if sha.hexdigest() != entry["sha256"]:
         raise DRError(
@@ -692,15 +996,25 @@ def restore_assets(
     part_size=DEFAULT_PART_SIZE,
     region=None,
     limit=100,
+    prune=False,
 ):
     """Copy a storage backup run's objects into the destination endpoint's buckets (the staging project).
 
     ``bucket_map`` renames buckets (``{"avatars": "avatars-staging"}``); ``buckets`` restores only those source
-    buckets. Objects already there with the same bytes are skipped, so a second run changes nothing. Objects in
-    the destination that the manifest does not list are left alone.
+    buckets. Objects already there with the same bytes are skipped and a drifted metadata is put back, so a second
+    run changes nothing. Objects in the destination that the manifest does not list are left alone, unless
+    ``prune``: then they are deleted (after every object of the run is in place), so each bucket holds exactly
+    the run's state; check mode lists them.
     """
-    plan = plan_restore(manifest, dest, bucket_map, buckets, limit)
-    result = {"changed": plan["action"] == "copy", "plan": _public(plan), "restored": 0, "bytes_restored": 0}
+    plan = plan_restore(manifest, dest, bucket_map, buckets, limit, part_size, prune)
+    result = {
+        "changed": plan["action"] == "copy",
+        "plan": _public(plan),
+        "restored": 0,
+        "bytes_restored": 0,
+        "metadata_restored": 0,
+        "pruned": 0,
+    }
     if plan["create_buckets"] and not create_buckets:
         raise DRError(
             f"the destination has no bucket {', '.join(plan['create_buckets'])}",
@@ -715,8 +1029,20 @@ def restore_assets(
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="storage-restore") as pool:
         for future in [pool.submit(restore_object, backup, e, dest, part_size) for e in plan["_copy"]]:
             future.result()
+        for future in [pool.submit(restore_metadata, e, dest) for e in plan["_metadata"]]:
+            future.result()
+    for obj in plan["_prune"]:
+        _call(
+            "prune restored bucket",
+            f"s3://{obj['bucket']}/{obj['key']}",
+            dest.client.delete_object,
+            Bucket=obj["bucket"],
+            Key=obj["key"],
+        )
     result["restored"] = len(plan["_copy"])
     result["bytes_restored"] = sum(e["size"] for e in plan["_copy"])
+    result["metadata_restored"] = len(plan["_metadata"])
+    result["pruned"] = len(plan["_prune"])
     return result
 
 

@@ -8,6 +8,11 @@ description:
   - Lists every backup of one source (or of every source under the prefix), newest first, read from the
     manifests. A folder without a manifest is listed as incomplete (an unfinished or failed run) and is never
     offered for restore.
+  - A manifest only says a backup was committed. With O(verify) (the default) every object of every complete
+    backup is checked with a HEAD (no data read) and the row says C(verified) true, or false with the C(problems)
+    (an object missing or of another size); without it C(verified) is null (not checked).
+  - With O(from_secondary) O(s3) is the immutable bucket and the rows are the backups its secure-copy records name,
+    read at their recorded versions (a delete marker on top of a key does not hide a locked backup).
   - Read-only; runs the same in check mode.
 version_added: "0.1.0"
 author: pgdr authors
@@ -25,6 +30,14 @@ options:
     description: Also list folders without a manifest.
     type: bool
     default: true
+  verify:
+    description: Check every object of every complete backup with a HEAD (present, the manifest's size).
+    type: bool
+    default: true
+  from_secondary:
+    description: O(s3) is the immutable bucket; list the backups its secure-copy records name (O(source) required).
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -73,6 +86,14 @@ backups:
     objects:
       description: Number of objects.
       type: int
+    verified:
+      description: C(true) when every object was found with the manifest's size, C(false) (see C(problems)), or
+        C(null) when not checked.
+      type: bool
+    problems:
+      description: What the check found wrong, one line per object.
+      type: list
+      elements: str
 sources:
   description: Source names listed.
   returned: always
@@ -92,19 +113,28 @@ def main():
             "s3": s3_spec(),
             "prefix": {"type": "str", "default": "backups"},
             "include_incomplete": {"type": "bool", "default": True},
+            "verify": {"type": "bool", "default": True},
+            "from_secondary": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, immutable
 
     p = module.params
     try:
         target = s3_target(p["s3"])
         target.check_bucket(step="list backups")
+        if p["from_secondary"] and not p["source"]:
+            module.fail_json(msg="from_secondary lists one source: give source (the name in object keys)")
         sources = [p["source"]] if p["source"] else catalog.list_sources(target, p["prefix"])
         backups = []
         for source in sources:
-            backups += catalog.list_backups(target, p["prefix"], source, include_incomplete=p["include_incomplete"])
+            if p["from_secondary"]:
+                backups += immutable.list_secured(target, p["prefix"], source, verify=p["verify"])
+                continue
+            backups += catalog.list_backups(
+                target, p["prefix"], source, include_incomplete=p["include_incomplete"], verify=p["verify"]
+            )
         module.exit_json(changed=False, sources=sources, backups=backups)
     except Exception as exc:  # the one error path
         fail(module, exc)

@@ -10,11 +10,17 @@ description:
     with the manifest, without writing anything anywhere.
   - Incomplete backups (no manifest) are never chosen. A corrupted or missing object fails the task, naming
     the object, before anything is written to a restore target.
+  - With O(from_secondary) O(s3) is the immutable (Object Lock) bucket, and the backups are those its secure-copy
+    records name (the record kept, locked, in that bucket; for backups secured before it kept one, the record in
+    O(primary_s3)). The manifest is read at its recorded version and checked against the recorded SHA-256, and every
+    object entry returned carries the C(version_id) of its locked copy, which the checks here and the restore read;
+    a delete marker or a newer version put on top of a key changes nothing.
   - Read-only; runs the same in check mode.
 version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
   - pgdr.supabase.s3
+  - pgdr.supabase.primary_s3
 options:
   source:
     description: Source name whose backups are considered.
@@ -35,6 +41,10 @@ options:
     type: str
     default: full
     choices: [full, exists, none]
+  from_secondary:
+    description: O(s3) is the immutable bucket; read the exact locked versions its secure-copy records name.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -78,11 +88,20 @@ age_s:
   description: Seconds between the backup's snapshot and now (the RPO if this backup is restored now).
   returned: always
   type: float
+trusted:
+  description: With O(from_secondary), which secure-copy record named the versions read.
+  returned: with O(from_secondary)
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import backup_set_spec, fail, s3_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    backup_set_spec,
+    fail,
+    optional_s3_spec,
+    s3_target,
+)
 
 
 def main():
@@ -91,17 +110,31 @@ def main():
             **backup_set_spec(),
             "backup": {"type": "str", "default": "latest"},
             "verify": {"type": "str", "default": "full", "choices": ["full", "exists", "none"]},
+            "from_secondary": {"type": "bool", "default": False},
+            "primary_s3": optional_s3_spec(),
         },
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, selection
+    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, immutable, selection
 
     p = module.params
     try:
         target = s3_target(p["s3"])
         target.check_bucket(step="select backup")
-        row = selection.resolve(target, p["prefix"], p["source"], p["backup"])
-        manifest = selection.load_manifest(target, p["prefix"], p["source"], row["backup_id"])
+        extra = {}
+        if p["from_secondary"]:
+            primary = s3_target(p["primary_s3"]) if p["primary_s3"] else None
+            rows = immutable.list_secured(target, p["prefix"], p["source"], primary=primary)
+            row = selection.resolve(target, p["prefix"], p["source"], p["backup"], rows=rows)
+            manifest, _record, info = immutable.load_secured(
+                target, p["prefix"], p["source"], row["backup_id"], primary=primary
+            )
+            extra["trusted"] = info["trusted"]
+            for warning in info["warnings"]:
+                module.warn(warning)
+        else:
+            row = selection.resolve(target, p["prefix"], p["source"], p["backup"])
+            manifest = selection.load_manifest(target, p["prefix"], p["source"], row["backup_id"])
         if p["verify"] == "full":
             verified = selection.verify_objects(target, manifest)
         elif p["verify"] == "exists":
@@ -117,7 +150,9 @@ def main():
             verified=verified,
             age_s=round(age, 1),
             msg=f"backup {row['backup_id']} of {p['source']} chosen ({p['backup']}); "
-            f"{len(verified)} objects verified ({p['verify']})",
+            f"{len(verified)} objects verified ({p['verify']})"
+            + (f"; read from the locked copy as named by {extra['trusted']}" if extra else ""),
+            **extra,
         )
     except Exception as exc:  # the one error path
         fail(module, exc)

@@ -209,6 +209,13 @@ changes:
   description: Names C(added), C(removed), C(changed), C(unchanged), C(unknown) since the previous snapshot.
   returned: when a previous snapshot exists
   type: dict
+run_warnings:
+  description:
+    - The config drift, by name only (never a value) - what changed since the previous snapshot, and what drifted
+      since this window's snapshot was taken - one line each, for the backup run's alert.
+  returned: always
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -252,6 +259,7 @@ def main():
             window=p["window"],
             check_mode=module.check_mode,
         )
+        result["run_warnings"] = config_snapshot.drift_lines(result)
         count = len(result["snapshot"]["variables"])
         if result["exists"]:
             drift = result["drift"]

@@ -7,11 +7,14 @@ short_description: Check that the backups of a source are fresh - logical, immut
 description:
   - Runs the configured freshness checks, independently of the backup job, and fails naming every stale one.
   - C(logical) (always) - the newest complete logical backup (its manifest's C(finished_at)) is at most
-    O(max_age_s) old; an incomplete backup newer than it while no run holds the source's lock is a failed or killed
-    run; no complete backup at all is stale.
+    O(max_age_s) old and every object of it is there with the manifest's size (a HEAD each; a manifest whose
+    objects are gone is DAMAGED, not fresh); an incomplete backup newer than it while no run holds the source's
+    lock is a failed or killed run; no complete backup at all is stale.
   - C(secondary) (O(secondary=true)) - the newest backup secured and verified in the immutable bucket finished at
-    most O(max_age_s) ago, from the secure-copy record kept next to each manifest (the record is trusted; the
-    locked versions are not re-read).
+    most O(max_age_s) ago, from the secure-copy record kept next to each manifest; with O(secondary_s3) its recorded
+    versions in the locked bucket are checked too (present, locked until the recorded date, size and ETag as
+    recorded), and a delete marker or a newer version on top of a locked key is TAMPERING, never fresh.
+  - An O(now) earlier than the newest backup is refused (its age would be negative).
   - C(pitr) (O(pitr) given) - pgBackRest - the newest archived WAL is at most O(pitr.rpo_s) old and the newest base
     backup at most O(pitr.max_base_age_s).
   - C(supabase_pitr) (O(supabase) given) - hosted Supabase - the latest point of the PITR window is at most
@@ -22,6 +25,7 @@ version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
   - pgdr.supabase.s3
+  - pgdr.supabase.secondary_s3
 options:
   source:
     description: Name of the source in object keys, for example V(production).
@@ -40,7 +44,9 @@ options:
     type: int
     default: 600
   secondary:
-    description: Also check that the newest backup is secured and verified in the immutable bucket.
+    description:
+      - Also check that the newest backup is secured and verified in the immutable bucket.
+      - Give O(secondary_s3) too, so that the locked copies themselves are checked for tampering.
     type: bool
     default: false
   pitr:
@@ -160,6 +166,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
     backup_set_spec,
     fail,
+    optional_s3_spec,
     pgbackrest_config_spec,
     s3_target,
 )
@@ -174,6 +181,7 @@ def main():
             "max_age_s": {"type": "int", "default": 93600},
             "lock_stale_after": {"type": "int", "default": 600},
             "secondary": {"type": "bool", "default": False},
+            "secondary_s3": optional_s3_spec(),
             "pitr": {
                 "type": "dict",
                 "options": {
@@ -197,11 +205,17 @@ def main():
     p = module.params
     secrets = [(p["supabase"] or {}).get("token")]
     try:
-        now = freshness.to_unix(p["now"])
+        # A given time is passed on as given (None: the checks read the clock), so that the checks can refuse a
+        # rehearsal time earlier than the newest backup while a clock that is behind is only a failed check.
+        now = p["now"]
+        now_unix = freshness.to_unix(now)
         target = s3_target(p["s3"])
         checks = [freshness.check_logical(target, p["prefix"], p["source"], p["max_age_s"], now, p["lock_stale_after"])]
         if p["secondary"]:
-            checks.append(freshness.check_secondary(target, p["prefix"], p["source"], p["max_age_s"], now))
+            secondary = s3_target(p["secondary_s3"]) if p["secondary_s3"] else None
+            checks.append(
+                freshness.check_secondary(target, p["prefix"], p["source"], p["max_age_s"], now, secondary=secondary)
+            )
         if p["pitr"]:
             q = p["pitr"]
             checks.append(freshness.check_pitr(q["stanza"], q["config_file"], q["rpo_s"], q["max_base_age_s"], now))
@@ -223,7 +237,7 @@ def main():
             "ok": ok,
             "stale": [c["name"] for c in checks if not c["ok"]],
             "checks": checks,
-            "now": freshness.iso(now),
+            "now": freshness.iso(now_unix),
         }
         if ok:
             result["msg"] = f"backups of {p['source']} are fresh: " + "; ".join(

@@ -11,6 +11,11 @@ description:
   - Never weakens anything. A bucket without Object Lock (it can only be enabled when a bucket is created), with
     versioning off, with a weaker default retention (unless O(extend_retention)), or with other encryption than
     asked is drift, and the module fails naming the bucket, what is wrong and what to do.
+  - Drift that is fixed by restoring protection on a bucket that exists (a default retention or encryption that is
+    missing, perhaps removed, or extended with O(extend_retention)) is never fixed silently - it is returned in
+    C(drift) and C(run_warnings) and shown as a warning. When the identity may not change the bucket (the backup
+    writer should not) it is reported as not restored, for the bucket's admin to fix; the task does not fail, the
+    copies keep their own locks.
 version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
@@ -83,6 +88,16 @@ after:
   description: The bucket's state after.
   returned: always
   type: dict
+drift:
+  description: Drift found on the existing bucket, each with found (what), action, to, restored (bool) and error.
+  returned: always
+  type: list
+  elements: dict
+run_warnings:
+  description: One line per drift found (DRIFT on s3://bucket/ ...), for the run's report and alert.
+  returned: always
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -112,8 +127,9 @@ def main():
 
     p = module.params
     try:
+        target = s3_target(p["s3"])
         result = immutable.ensure_bucket(
-            s3_target(p["s3"]),
+            target,
             mode=p["lock_mode"],
             days=p["lock_days"],
             sse=p["sse"],
@@ -121,6 +137,9 @@ def main():
             extend=p["extend_retention"],
             check_mode=module.check_mode,
         )
+        result["run_warnings"] = immutable.describe_drift(target, result["drift"])
+        for line in result["run_warnings"]:
+            module.warn(line)
         result["diff"] = {"before": result["before"], "after": result["after"]}
         if module.check_mode and result["changed"]:
             result["diff"]["after"] = {"planned_steps": result["steps"]}

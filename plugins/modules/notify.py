@@ -7,10 +7,11 @@ short_description: Report a backup run's outcome or a freshness check's verdict 
 description:
   - Sends one event (a backup run that starts, succeeds or fails; a freshness check that finds the backups fresh or
     stale) to each configured sink that takes it, and returns one delivery record per sink.
-  - Sinks are a Slack-compatible chat V(webhook) (JSON C(text) plus an attachment with the fields; by default only
-    on V(failed) and V(stale)), a V(healthchecks) dead-man's switch (C(<url>/start), C(<url>) on success or fresh,
-    C(<url>/fail) on failure or stale, with a short log as the body) and a V(prometheus_textfile) written atomically
-    as C(<dir>/pgdr_backup_<source>.prom) after each backup run, with a failure counter kept across runs.
+  - Sinks are a Slack-compatible chat V(webhook) (JSON C(text) plus an attachment with the fields; by default on
+    V(failed), V(stale) and V(warning), a success that carries warnings), a V(healthchecks) dead-man's switch
+    (C(<url>/start), C(<url>) on success or fresh, C(<url>/fail) on failure or stale, with a short log as the body)
+    and a V(prometheus_textfile) written atomically as C(<dir>/pgdr_backup_<source>.prom) after each backup run,
+    with a failure counter kept across runs.
   - A sink that cannot be reached or is misconfigured never makes this module fail, so it never masks the outcome
     it reports. Its failure is returned in RV(failed_sinks) and RV(deliveries), and printed as a warning; the caller
     decides (the M(backup_notify) role fails after the backup's own result is known).
@@ -35,11 +36,20 @@ options:
       - For a backup run, the registered result of M(pgdr.supabase.logical_backup) (backup id, size and duration are
         taken from it), or the error message of a failed run (a string, or the failed task's result whose C(msg) is
         used).
+      - It may also carry C(run_warnings) (lines the run found wrong without failing; a success with warnings says
+        them, and reaches the webhooks that take V(warning)) and C(failed_steps) (C(step), C(message) each - steps
+        that failed after the database backup was committed; the message then says the database backup exists).
       - For V(fresh) and V(stale), the registered result of M(pgdr.supabase.freshness) (its C(checks) are reported).
     type: raw
   environment:
     description: Environment name shown in messages, for example V(production).
     type: str
+  run:
+    description:
+      - What ran, as the messages name it. V(backup) feeds every sink; another run (V(secure copy)) reaches only the
+        webhooks, so the backup's dead-man's switch and metrics keep following the backup itself.
+    type: str
+    default: backup
   sinks:
     description: Where to report. An empty list reports nowhere.
     type: list
@@ -64,8 +74,9 @@ options:
         type: path
       "on":
         description:
-          - Events this sink takes. Default V([failed, stale]) for V(webhook), every event for V(healthchecks),
-            V([success, failed]) for V(prometheus_textfile) (which only ever takes backup runs).
+          - Events this sink takes (V(start), V(success), V(failed), V(fresh), V(stale), and V(warning) for a
+            success that carries warnings). Default V([failed, stale, warning]) for V(webhook), every event for
+            V(healthchecks), V([success, failed]) for V(prometheus_textfile) (which only ever takes backup runs).
         type: list
         elements: str
       timeout:
@@ -155,6 +166,7 @@ def main():
             "source": {"type": "str", "required": True},
             "result": {"type": "raw"},
             "environment": {"type": "str"},
+            "run": {"type": "str", "default": "backup"},
             "sinks": {"type": "list", "elements": "dict", "default": [], "options": SINK_OPTIONS},
         },
         supports_check_mode=True,
@@ -170,7 +182,9 @@ def main():
             event = alerts.freshness_event(p["source"], checks, environment=p["environment"])
             event["outcome"] = p["outcome"]
         else:
-            event = alerts.backup_event(p["outcome"], p["source"], p["result"], environment=p["environment"])
+            event = alerts.backup_event(
+                p["outcome"], p["source"], p["result"], environment=p["environment"], run=p["run"]
+            )
         records = alerts.deliver(p["sinks"], event, check_mode=module.check_mode)
         failed, line = alerts.delivery_summary(records)
         for record in failed:

@@ -7,9 +7,16 @@ short_description: Plan and apply the retention of one source's logical backups 
 description:
   - Decides for every backup of O(source) whether it stays hot, moves to O(cold_storage_class), or expires,
     from its age (its backup id) at O(now).
-  - The newest O(keep_min) complete backups are never expired. A backup with any object version still locked
-    (Object Lock retain-until in the future, or a legal hold) is kept and never attempted.
-  - Incomplete backups (no manifest) expire after O(grace_hours).
+  - The newest O(keep_min) complete backups that this run verified (a HEAD of every object, sizes matching the
+    manifest) are never expired; a backup whose objects are gone is reported DAMAGED and never counts toward
+    O(keep_min). A backup with any object version still locked (Object Lock retain-until in the future, or a legal
+    hold) is kept and never attempted; a deletion the endpoint refuses because of a lock is reported as "locked
+    until <date>", one refused for want of permission as such.
+  - Incomplete backups (no manifest) expire when nothing was written into them for O(grace_hours) (their newest
+    object, multipart upload or part), and never while the source's lock is live (a backup may be writing them).
+  - With O(sets) also the Storage runs (then the stored files no remaining run lists, once older than
+    O(grace_hours) and while no Storage backup holds its lock) and the config snapshots, by the same days and
+    O(keep_min).
   - Puts a lifecycle rule for the source's prefix (transition after O(hot_days), abort stale multipart
     uploads, and with O(lifecycle_expiration) also expiry) where the endpoint accepts it; otherwise moves objects
     explicitly (a copy onto itself with the new storage class; skipped in versioned buckets). Expiry is always
@@ -47,9 +54,21 @@ options:
     type: int
     default: 0
   grace_hours:
-    description: Age after which an incomplete backup (no manifest) is expired.
+    description:
+      - Hours without a write after which an incomplete backup (no manifest) is expired; also the age a stored Storage
+        file no remaining run lists must reach before it is removed.
     type: int
     default: 24
+  lock_stale_after:
+    description: Seconds after which a lock that is no longer renewed no longer counts as a run in progress.
+    type: int
+    default: 600
+  sets:
+    description: What is retained - V(logical) backups, V(storage) runs, V(config) snapshots.
+    type: list
+    elements: str
+    choices: [logical, storage, config]
+    default: [logical, storage, config]
   cold_storage_class:
     description: Storage class of cold backups, for example V(STANDARD_IA) or V(GLACIER_IR); empty for no moves.
     type: str
@@ -118,6 +137,14 @@ lifecycle:
   description: The lifecycle rule's status (off, in_place, put, would_put, unsupported with detail).
   returned: always
   type: dict
+storage:
+  description: The Storage runs - decisions, expired, skipped, collected (stored files removed) and collect (why not).
+  returned: when storage is in O(sets)
+  type: dict
+config:
+  description: The config snapshots - decisions, expired, skipped.
+  returned: when config is in O(sets)
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -134,6 +161,13 @@ def main():
             "keep_min": {"type": "int", "default": 1},
             "lock_days": {"type": "int", "default": 0},
             "grace_hours": {"type": "int", "default": 24},
+            "lock_stale_after": {"type": "int", "default": 600},
+            "sets": {
+                "type": "list",
+                "elements": "str",
+                "choices": ["logical", "storage", "config"],
+                "default": ["logical", "storage", "config"],
+            },
             "cold_storage_class": {"type": "str", "default": "STANDARD_IA"},
             "lifecycle": {"type": "str", "choices": ["auto", "off"], "default": "auto"},
             "lifecycle_expiration": {"type": "bool", "default": False},
@@ -160,6 +194,8 @@ def main():
             lifecycle=p["lifecycle"],
             lifecycle_expiration=p["lifecycle_expiration"],
             check_mode=module.check_mode,
+            sets=p["sets"],
+            lock_stale_after=p["lock_stale_after"],
         )
         module.exit_json(**result)
     except Exception as exc:  # the one error path

@@ -13,10 +13,17 @@ description:
   - Locks every copied version with O(lock_mode) until the backup's time plus O(lock_days), reading the lock
     back (some endpoints ignore lock headers on a copy), then streams each copy and compares its SHA-256 with
     the manifest.
-  - Records the outcome next to the manifest in the primary bucket (C(secured.json)) with the secondary bucket, each
-    version id, lock and verification time, and C(status) C(secured) or C(not_secured) with the error.
+  - Records the outcome next to the manifest (C(secured.json)) in the primary bucket and, locked like the copies,
+    in the locked bucket itself, with the secondary bucket, each copy's exact version id, ETag, lock and
+    verification time, and C(status) C(secured) or C(not_secured) with the error. The locked record is written once
+    per securing; a restore from the locked bucket reads the versions it names, whatever version is current.
   - A backup whose record says secured, with every recorded version still present and locked long enough, is
-    not copied again (C(changed=false)).
+    not copied again (C(changed=false)). Each run checks those versions (present, locked until at least the
+    recorded date, size and ETag as recorded) and what sits on top of them; a delete marker or a newer version on
+    top of a locked key, or a second version of the record, is tampering and fails the task, naming each finding.
+  - With O(sets) it also secures the Storage runs and the config snapshots still inside the lock period (files
+    copied once and locked longer for later runs that keep them), so the locked bucket holds everything a restore
+    needs.
 version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
@@ -90,9 +97,17 @@ options:
     choices: [auto, server, stream]
     default: auto
   reverify:
-    description: Copy and verify again even when the record says secured.
+    description: Read every recorded copy back and verify its SHA-256 again even when the record says secured.
     type: bool
     default: false
+  sets:
+    description:
+      - What to secure. V(logical) the backup named by O(backup); V(storage) every Storage run and V(config) every
+        config snapshot still inside the lock period that is not secured yet.
+    type: list
+    elements: str
+    choices: [logical, storage, config]
+    default: [logical, storage, config]
   now:
     description: The time to judge the lock period at (ISO 8601); default now. For tests.
     type: str
@@ -119,17 +134,27 @@ EXAMPLES = r"""
 
 RETURN = r"""
 backups:
-  description: One row per backup handled.
+  description: One row per set handled (logical backups, then Storage runs, then config snapshots).
   returned: always
   type: list
   elements: dict
   contains:
+    kind:
+      description: C(backup), C(storage run) or C(config snapshot).
+      type: str
     backup_id:
-      description: The backup's id.
+      description: The backup's (run's, snapshot's) id.
       type: str
     status:
-      description: C(secured), C(would_secure) (check mode) or C(skipped) (older than the lock period).
+      description:
+        - C(secured), C(would_secure) (check mode), C(skipped) (older than the lock period), or C(tampered)
+          (secured, but something was put on top of a locked version; see C(findings)).
       type: str
+    findings:
+      description: What the tampering check found, each with kind (delete_marker, newer_version, lock, digest,
+        gone, record), key, version_id and detail.
+      type: list
+      elements: dict
     reason:
       description: Why it was (or was not) copied.
       type: str
@@ -144,8 +169,18 @@ backups:
       type: list
       elements: dict
     record_key:
-      description: Key of the secure-copy record in the primary bucket.
+      description: Key of the secure-copy record (the same in the primary and the locked bucket).
       type: str
+tampered:
+  description: Ids of the sets whose locked copies were tampered with (the task fails when any).
+  returned: always
+  type: list
+  elements: str
+run_warnings:
+  description: What the run found wrong, one line each (the tampering, for the backup run's alert).
+  returned: always
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -168,6 +203,12 @@ def main():
             "lock_days": {"type": "int", "default": 30},
             "method": {"type": "str", "choices": ["auto", "server", "stream"], "default": "auto"},
             "reverify": {"type": "bool", "default": False},
+            "sets": {
+                "type": "list",
+                "elements": "str",
+                "choices": ["logical", "storage", "config"],
+                "default": ["logical", "storage", "config"],
+            },
             "now": {"type": "str"},
         },
         supports_check_mode=True,
@@ -177,19 +218,35 @@ def main():
 
     p = module.params
     try:
-        result = immutable.secure(
-            s3_target(p["s3"]),
-            s3_target(p["secondary_s3"]),
-            p["prefix"],
-            p["source"],
-            selector=p["backup"],
-            lock_days=p["lock_days"],
-            mode=p["lock_mode"],
-            method=p["method"],
-            reverify=p["reverify"],
-            check_mode=module.check_mode,
-            now=parse_time(p["now"]) if p["now"] else None,
-        )
+        primary, secondary = s3_target(p["s3"]), s3_target(p["secondary_s3"])
+        now = parse_time(p["now"]) if p["now"] else None
+        common = {"lock_days": p["lock_days"], "mode": p["lock_mode"], "method": p["method"]}
+        rows = []
+        if "logical" in p["sets"]:
+            logical = immutable.secure(
+                primary,
+                secondary,
+                p["prefix"],
+                p["source"],
+                selector=p["backup"],
+                reverify=p["reverify"],
+                check_mode=module.check_mode,
+                now=now,
+                **common,
+            )
+            rows += logical["backups"]
+        if "storage" in p["sets"]:
+            rows += immutable.secure_storage(
+                primary, secondary, p["prefix"], p["source"], check_mode=module.check_mode, now=now, **common
+            )
+        if "config" in p["sets"]:
+            rows += immutable.secure_config(
+                primary, secondary, p["prefix"], p["source"], check_mode=module.check_mode, now=now, **common
+            )
+        result = immutable.summarize_rows(rows)
+        result["msg"] = immutable.describe_rows(rows, module.check_mode)
+        if result["tampered"]:
+            module.fail_json(**dict(result, msg=result["tampering"]))
         module.exit_json(**result)
     except Exception as exc:  # the one error path
         fail(module, exc)

@@ -11,10 +11,17 @@ description:
   - An object is unchanged when its size and ETag equal the last manifest's. A single-part ETag is the MD5 of the
     bytes and is checked against the bytes copied; a multipart ETag is only compared as a string; the SHA-256
     computed while copying is recorded for restore.
-  - Layout under C(<prefix>/<source>/storage/) in the backup bucket, C(objects/<run_id>/<bucket>/<key>) for the
-    bytes a run copied and C(manifests/<run_id>.json) (every object, bucket, key, size, ETag, MD5, SHA-256,
-    stored key) written last as the commit point. Stored objects are never overwritten, so every manifest stays
-    restorable. Objects deleted at the source stay in the backup, marked deleted.
+  - Layout under C(<prefix>/<source>/storage/) in the backup bucket, C(blobs/<sha256[:2]>/<sha256>) for the bytes
+    of every file, stored once under their SHA-256 (a fixed-length key, so any key valid at the source is backed up,
+    even one of 1024 bytes), and C(manifests/<run_id>.json) (every object, its original bucket and key, size,
+    ETag, MD5, SHA-256, metadata and stored key) written last as the commit point. Stored objects are never
+    overwritten, so every manifest stays restorable. Runs taken before this layout (C(objects/<run_id>/...)) are
+    still read.
+  - Objects deleted at the source stay in the backup, marked deleted; one deleted while the run copies it is
+    recorded as deleted too (and named in RV(run_warnings)) and the run completes.
+  - Content type, cache control, content disposition, encoding, language and user metadata are recorded; an object
+    whose last-modified time moved is read with a HEAD, and a change of metadata alone is recorded without copying
+    its bytes again.
   - A run that finds nothing new, changed or deleted writes nothing and reports C(changed=false).
 version_added: "0.1.0"
 author: pgdr authors
@@ -145,6 +152,12 @@ manifest:
   description: The written manifest without its object list (counts, times, buckets).
   returned: when a run copied something
   type: dict
+run_warnings:
+  description: What the run found wrong without failing, one line each (files deleted while it ran, objects of
+    C(storage.objects) missing from the backup), for the backup run's alert.
+  returned: always
+  type: list
+  elements: str
 cleaned:
   description: Keys left by an unfinished run that were removed.
   returned: always
@@ -202,7 +215,8 @@ def main():
         verb = "would copy" if module.check_mode else "copied"
         result["msg"] = (
             f"storage of {p['source']}: {verb} {counts['new']} new and {counts['changed']} changed objects, "
-            f"{counts['unchanged']} unchanged, {counts['deleted']} newly deleted"
+            f"{counts['metadata']} with new metadata, {counts['unchanged']} unchanged, "
+            f"{counts['deleted']} newly deleted"
             if result["plan"]["action"] == "copy"
             else f"storage of {p['source']}: {counts['unchanged']} objects unchanged since run {result['run_id']}; "
             "nothing to copy"

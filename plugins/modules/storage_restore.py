@@ -9,9 +9,16 @@ description:
     id) and copies its objects from the backup bucket into the destination Storage endpoint's buckets, streaming
     each one and verifying the SHA-256 recorded at backup before the object becomes visible (a damaged copy is
     never written).
-  - Idempotent. An object already in the destination with the same size and the same SHA-256 (recorded in its
-    C(pgdr-sha256) metadata) or MD5 ETag is skipped, so a second run changes nothing. Objects the manifest does not
-    list are left alone; objects marked deleted are not restored.
+  - Each object gets back the metadata recorded at backup (content type, cache control, content disposition,
+    encoding, language, user metadata), exactly.
+  - Idempotent. An object already in the destination with the same bytes (its size, and the MD5 ETag or the
+    multipart ETag the backup recorded) is skipped, and only its metadata is put back (a copy onto itself, no data
+    sent) when that drifted, so a second run changes nothing. Objects marked deleted are not restored.
+  - Objects the manifest does not list are left alone, unless O(prune) - then they are deleted from the restored
+    buckets once every object of the run is in place, so the buckets hold exactly the run's state; in check mode
+    they are listed (RV(plan.prune)).
+  - With O(from_secondary) O(s3) is the immutable bucket; the run's manifest and files are read at the exact locked
+    versions its secure-copy record there names.
   - Buckets can be renamed on the way (O(bucket_map)); missing destination buckets are created only with
     O(create_buckets).
 version_added: "0.1.0"
@@ -101,6 +108,16 @@ options:
       - Connection string of the restored database. When set, its C(storage.objects) rows are compared with the
         run's manifest, reporting objects referenced in the database but missing from the backup. Never logged.
     type: str
+  prune:
+    description:
+      - Delete the objects of the restored buckets that the run does not hold (files added after it), so each
+        bucket is exactly the run's state. Off by default; check mode lists what it would delete.
+    type: bool
+    default: false
+  from_secondary:
+    description: O(s3) is the immutable bucket; read the locked versions its secure-copy records name.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -137,9 +154,19 @@ manifest_key:
   returned: always
   type: str
 plan:
-  description: Buckets (existing or to create), counts (objects, copy, skip, overwrite), the first objects to copy.
+  description:
+    - Buckets (existing or to create), counts (objects, copy, metadata, skip, overwrite, prune), the first objects
+      to copy, whose metadata to put back (C(metadata)) and to delete with O(prune) (C(prune)).
   returned: always
   type: dict
+metadata_restored:
+  description: Objects whose metadata was put back now (their bytes were right).
+  returned: always
+  type: int
+pruned:
+  description: Objects deleted now because the run does not hold them (O(prune)).
+  returned: always
+  type: int
 restored:
   description: Objects written now.
   returned: always
@@ -161,6 +188,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRErro
 
 
 def main():
+    from ansible_collections.pgdr.supabase.plugins.module_utils import immutable
     from ansible_collections.pgdr.supabase.plugins.module_utils import storage_assets as sa
 
     module = AnsibleModule(
@@ -177,6 +205,8 @@ def main():
             "cross_check_dsn": {"type": "str", "no_log": True},
             "fail_on_missing": {"type": "bool", "default": False},
             "plan_limit": {"type": "int", "default": 100},
+            "prune": {"type": "bool", "default": False},
+            "from_secondary": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
@@ -184,7 +214,7 @@ def main():
     try:
         backup = s3_target(p["s3"])
         sprefix = sa.storage_prefix(p["prefix"], p["source"])
-        runs = sa.list_runs(backup, sprefix)
+        runs = immutable.list_secured_runs(backup, sprefix) if p["from_secondary"] else sa.list_runs(backup, sprefix)
         run_id = sa.select_run(runs, p["run_id"], p["at_or_before"])
         if run_id is None:
             raise DRError(
@@ -193,7 +223,10 @@ def main():
                 subject=backup.where(sprefix + "manifests/"),
                 hint=f"runs found: {', '.join(runs[-5:]) or 'none'}; run the storage backup first or pick one of them",
             )
-        manifest = sa.load_manifest(backup, sprefix, run_id)
+        if p["from_secondary"]:
+            manifest, _record, _info = immutable.load_secured_run(backup, sprefix, run_id)
+        else:
+            manifest = sa.load_manifest(backup, sprefix, run_id)
         result = sa.restore_assets(
             backup,
             manifest,
@@ -206,13 +239,20 @@ def main():
             part_size=p["part_size_mb"] * 1024 * 1024,
             region=p["storage"].get("region"),
             limit=p["plan_limit"],
+            prune=p["prune"],
         )
         result.update(run_id=run_id, manifest_key=sa.manifest_key(sprefix, run_id))
         counts = result["plan"]["counts"]
         verb = "would restore" if module.check_mode else "restored"
         result["msg"] = (
             f"storage run {run_id} of {p['source']}: {verb} {counts['copy']} of {counts['objects']} objects "
-            f"({counts['skip']} already there)"
+            f"({counts['skip']} already there, {counts['metadata']} with their metadata put back"
+            + (
+                f", {counts['prune']} not in the run {'to delete' if module.check_mode else 'deleted'}"
+                if p["prune"]
+                else ""
+            )
+            + ")"
         )
         if p["cross_check_dsn"]:
             result["cross_check"] = sa.cross_check(p["cross_check_dsn"], manifest, p["buckets"], p["plan_limit"])

@@ -17,7 +17,17 @@ import psycopg
 
 from . import app, extras, pg, pitr, s3, tls
 from .common import SandboxError, say
-from .state import TARGETS, fallback_pg_root, load_state, locked, new_state, sandbox_dir, save_state, state_file
+from .state import (
+    TARGETS,
+    ensure_identities,
+    fallback_pg_root,
+    load_state,
+    locked,
+    new_state,
+    sandbox_dir,
+    save_state,
+    state_file,
+)
 
 __all__ = [
     "SandboxError",
@@ -57,6 +67,9 @@ def up(root: str | os.PathLike | None = None) -> dict:
         if state_file(root).exists():
             state = load_state(root)
             say(f"sandbox: {root}")
+            if ensure_identities(state):
+                save_state(state)
+                say("s3: added the backup writer and project-storage identities")
         else:
             state = new_state(root)
             save_state(state)

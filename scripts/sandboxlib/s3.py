@@ -26,14 +26,88 @@ STOP_TIMEOUT = 15
 _CHILDREN: dict[int, subprocess.Popen] = {}
 
 
-def client(state: dict, *, tls: bool = False):
-    """A boto3 S3 client for the sandbox: path-style, checksums only when an operation requires them."""
+# What each identity may do. The admin (s3.access_key) is for the sandbox itself and for tests that set up or
+# clean up. The backup writer (s3.writer), which the runbooks use, may read, write and list, lock copies and extend
+# their locks, but not bypass governance, change a legal hold or any bucket setting; on the Object Lock bucket a
+# bucket policy also denies it delete markers and version deletes (see LOCKED_BUCKET_DENIED). The project's Storage
+# keys (s3.project_storage) stand for a Supabase project's Storage S3 keys: everything, but only on app-storage*.
+WRITER_ACTIONS = (
+    "Read",
+    "Write",
+    "List",
+    "Tagging",
+    "PutObjectRetention",
+    "GetObjectRetention",
+    "GetObjectLegalHold",
+    "GetBucketObjectLockConfiguration",
+)
+LOCKED_BUCKET_DENIED = (
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:BypassGovernanceRetention",
+    "s3:PutObjectLegalHold",
+    "s3:PutBucketObjectLockConfiguration",
+    "s3:PutBucketVersioning",
+    "s3:PutLifecycleConfiguration",
+    "s3:PutBucketPolicy",
+    "s3:DeleteBucketPolicy",
+)
+
+
+def identities_document(state: dict) -> dict:
+    """The -s3.config file of `weed mini`: the admin, the backup writer and the project's Storage keys."""
     s3 = state["s3"]
+    storage = state["s3"]["buckets"]["storage"]
+
+    def identity(name, keys, actions):
+        return {
+            "name": name,
+            "credentials": [{"accessKey": keys["access_key"], "secretKey": keys["secret_key"]}],
+            "actions": list(actions),
+        }
+
+    return {
+        "identities": [
+            identity("admin", s3, ["Admin", "Read", "Write", "List", "Tagging"]),
+            identity(s3["writer"]["name"], s3["writer"], WRITER_ACTIONS),
+            identity(
+                s3["project_storage"]["name"],
+                s3["project_storage"],
+                [f"{action}:{storage}*" for action in ("Admin", "Read", "Write", "List", "Tagging")],
+            ),
+        ]
+    }
+
+
+def locked_bucket_policy(state: dict) -> dict:
+    """The Object Lock bucket's policy: the backup writer may never place a delete marker, delete a version,
+    bypass governance or change the bucket's lock, versioning, lifecycle or policy (SeaweedFS enforces it)."""
+    bucket = state["s3"]["buckets"]["immutable"]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "BackupWriterCannotDestroyCopies",
+                "Effect": "Deny",
+                "Principal": {"AWS": f"arn:aws:iam::*:user/{state['s3']['writer']['name']}"},
+                "Action": list(LOCKED_BUCKET_DENIED),
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
+    }
+
+
+def client(state: dict, *, tls: bool = False, identity: str = "admin"):
+    """A boto3 S3 client for the sandbox: path-style, checksums only when an operation requires them.
+
+    identity: ``admin`` (the default: setup and tests), ``writer`` or ``project_storage``."""
+    s3 = state["s3"]
+    keys = s3 if identity == "admin" else s3[identity]
     return boto3.client(
         "s3",
         endpoint_url=s3["endpoint_tls"] if tls else s3["endpoint"],
-        aws_access_key_id=s3["access_key"],
-        aws_secret_access_key=s3["secret_key"],
+        aws_access_key_id=keys["access_key"],
+        aws_secret_access_key=keys["secret_key"],
         region_name=s3["region"],
         verify=s3["ca_file"] if tls else None,
         config=Config(
@@ -106,13 +180,33 @@ def _command(state: dict) -> list[str]:
     ]
 
 
+def _write_identities(state: dict) -> bool:
+    """Write the identities file from the state (root only); True when its content changed."""
+    path = Path(state["s3"]["data_dir"]).parent / "identities.json"
+    text = json.dumps(identities_document(state), indent=1, sort_keys=True)
+    with contextlib.suppress(FileNotFoundError):
+        if path.read_text() == text:
+            return False
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(text)
+    return True
+
+
 def start(state: dict) -> None:
-    """Start `weed mini` detached (its own session) unless it runs; wait until S3 answers."""
+    """Start `weed mini` detached (its own session) unless it runs; wait until S3 answers.
+
+    `weed mini` reads its identities file only when it starts: a running one whose file changed (a sandbox made
+    before an identity existed) is restarted once so that every identity works."""
     s3 = state["s3"]
     if running_pid(state):
-        _wait_ready(state, None)
-        say(f"s3: already running on {s3['endpoint']}")
-        return
+        if _write_identities(state):
+            say("s3: the identities changed; restarting SeaweedFS")
+            stop(state)
+        else:
+            _wait_ready(state, None)
+            say(f"s3: already running on {s3['endpoint']}")
+            return
     # weed mini moves to another port when one is busy; the sandbox's ports are fixed, so check first.
     ports = [state["ports"][name] for name in S3_PORT_NAMES]
     check_ports_free("s3 (SeaweedFS)", [*ports, *(port + GRPC_OFFSET for port in ports)])
@@ -120,13 +214,7 @@ def start(state: dict) -> None:
         folder = Path(s3["data_dir"]).parent
         for path in (Path(s3["data_dir"]), folder / "tmp", Path(s3["log_file"]).parent):
             install_dir(path)
-        identities = folder / "identities.json"
-        if not identities.exists():
-            credentials = [{"accessKey": s3["access_key"], "secretKey": s3["secret_key"]}]
-            actions = ["Admin", "Read", "Write", "List", "Tagging"]
-            doc = {"identities": [{"name": "admin", "credentials": credentials, "actions": actions}]}
-            identities.touch(mode=0o600)
-            identities.write_text(json.dumps(doc))
+        _write_identities(state)
         env = dict(os.environ, TMPDIR=str(folder / "tmp"))
         with open(s3["log_file"], "ab") as log:
             proc = subprocess.Popen(
@@ -223,7 +311,8 @@ def _exists(s3, bucket: str) -> bool:
 
 
 def ensure_buckets(state: dict) -> None:
-    """The primary bucket, the Object Lock bucket (GOVERNANCE default retention) and the app's storage bucket."""
+    """The primary bucket, the Object Lock bucket (GOVERNANCE default retention, the writer's denials in its
+    bucket policy) and the app's storage bucket."""
     s3 = client(state)
     buckets = state["s3"]["buckets"]
     made = []
@@ -242,5 +331,17 @@ def ensure_buckets(state: dict) -> None:
         s3.put_object_lock_configuration(
             Bucket=locked, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": retention}
         )
+    policy = locked_bucket_policy(state)
+    try:
+        current = json.loads(s3.get_bucket_policy(Bucket=locked)["Policy"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("NoSuchBucketPolicy", "404"):
+            raise
+        current = None
+    if current != policy:
+        s3.put_bucket_policy(Bucket=locked, Policy=json.dumps(policy))
     s3.put_object(Bucket=buckets["primary"], Key=PROBE_KEY, Body=b"ready")
-    say(f"s3 buckets: {'created ' + ', '.join(made) if made else 'all present'} ({', '.join(buckets.values())})")
+    done = "created " + ", ".join(made) if made else "all present"
+    if current != policy:
+        done += f"; bucket policy of {locked} set (the backup writer cannot delete there)"
+    say(f"s3 buckets: {done} ({', '.join(buckets.values())})")

@@ -32,6 +32,10 @@ PORT_RANGE = (15000, 32000)
 STATE_VERSION = 2
 # The platform services' login roles, each holding a session on every project's postgres database.
 PLATFORM_LOGINS = ("authenticator", "supabase_auth_admin", "supabase_storage_admin")
+# S3 identities besides the admin (whose keys are s3.access_key / s3.secret_key, used by tests only): the backup
+# writer the runbooks use, and the project's Storage keys (the Storage endpoint the Storage backup reads).
+WRITER_NAME = "backup-writer"
+STORAGE_IDENTITY_NAME = "project-storage"
 
 
 def sandbox_dir(path: str | os.PathLike | None = None) -> Path:
@@ -129,6 +133,22 @@ def pick_ports() -> dict[str, int]:
     return ports
 
 
+def _keys(prefix: str, name: str) -> dict:
+    return {"name": name, "access_key": prefix + secrets.token_hex(8).upper(), "secret_key": secrets.token_urlsafe(30)}
+
+
+def ensure_identities(state: dict) -> bool:
+    """Add the writer and the project-storage identities to a state made before they existed (chosen once)."""
+    s3 = state["s3"]
+    added = False
+    wanted = (("writer", "WRITER", WRITER_NAME), ("project_storage", "STORAGE", STORAGE_IDENTITY_NAME))
+    for field, prefix, name in wanted:
+        if field not in s3:
+            s3[field] = _keys(prefix, name)
+            added = True
+    return added
+
+
 def new_state(root: Path) -> dict:
     """The state of a sandbox about to be created: paths, ports and secrets, chosen once."""
     pg_root = root / "pg" if postgres_can_reach(root) else fallback_pg_root(root)
@@ -161,6 +181,8 @@ def new_state(root: Path) -> dict:
             "data_dir": str(root / "s3" / "data"),
             "log_file": str(root / "logs" / "weed.log"),
             "pid_file": str(root / "s3" / "weed.pid"),
+            "writer": _keys("WRITER", WRITER_NAME),
+            "project_storage": _keys("STORAGE", STORAGE_IDENTITY_NAME),
         },
         "env_files": {t: str(root / "env" / f"{t}.env") for t in TARGETS},
         "app": {"migrations_dir": str(MIGRATIONS_DIR)},

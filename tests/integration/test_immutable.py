@@ -1,7 +1,9 @@
 """The immutable copy and retention against the sandbox's SeaweedFS: Object Lock enforced, copies verified,
 corruption named, locks never fought, and check mode of both playbooks touching nothing.
 
-Every copy made here is GOVERNANCE-locked; teardown removes it with a governance bypass, so nothing stays."""
+Everything the runbooks do here runs as the sandbox's backup writer (no governance bypass, no deletes in the locked
+bucket). Every copy made here is GOVERNANCE-locked; teardown removes it as the admin, with a governance bypass, so
+nothing stays."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import (
     immutable,
     logical_backup,
     retention,
+    s3,
     selection,
 )
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
@@ -30,20 +33,28 @@ DAY = dt.timedelta(days=1)
 
 
 @pytest.fixture
-def secondary(sandbox, prefix):
-    target = make_target(s3_params(sandbox, bucket="immutable"))
-    yield target
-    purge_versions(target, f"{prefix}/")
+def admin_secondary(sandbox):
+    """The locked bucket as the sandbox's admin: for teardown and for what only an admin (or an attacker with more
+    than the backup writer's keys) can do."""
+    return make_target(s3_params(sandbox, bucket="immutable"))
 
 
 @pytest.fixture
-def primary(s3_target, prefix):
-    yield s3_target
+def secondary(sandbox, prefix, admin_secondary):
+    """The locked bucket as the backup writer, as the runbooks use it."""
+    target = make_target(s3_params(sandbox, bucket="immutable", identity="writer"))
+    yield target
+    purge_versions(admin_secondary, f"{prefix}/")
+
+
+@pytest.fixture
+def primary(sandbox, s3_target, prefix):
+    yield make_target(s3_params(sandbox, identity="writer"))
     s3_target.delete_keys([key for key, _ in s3_target.list_keys(f"{prefix}/")])
 
 
 def purge_versions(target, prefix):
-    """Teardown only: remove every version under prefix, bypassing GOVERNANCE locks."""
+    """Teardown only (as the admin): remove every version under prefix, bypassing GOVERNANCE locks."""
     pages = target.client.get_paginator("list_object_versions").paginate(Bucket=target.bucket, Prefix=prefix)
     for page in pages:
         for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
@@ -191,7 +202,7 @@ def test_secure_backup_copies_locks_verifies_and_is_idempotent(sandbox, primary,
     assert reason is not None
 
 
-def test_locked_copy_cannot_be_deleted_or_shortened_by_version(sandbox, primary, secondary, prefix):
+def test_locked_copy_cannot_be_deleted_or_shortened_by_version(sandbox, primary, secondary, admin_secondary, prefix):
     take_backup(sandbox, primary, prefix)
     row = secure(primary, secondary, prefix)["backups"][0]
     data = next(o for o in row["objects"] if o["name"].startswith("data"))
@@ -206,13 +217,22 @@ def test_locked_copy_cannot_be_deleted_or_shortened_by_version(sandbox, primary,
             VersionId=data["version_id"],
             Retention={"Mode": "GOVERNANCE", "RetainUntilDate": dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)},
         )
-    # Overwriting only adds a version: the locked one is still there, still verifies, and the record holds.
+    # The writer cannot even place a delete marker there (the bucket policy), but it can put a newer version:
+    # that leaves the locked one intact and readable by its id, and the next secure copy calls it tampering.
+    with pytest.raises(ClientError):
+        client.delete_object(Bucket=secondary.bucket, Key=data["key"])
     client.put_object(Bucket=secondary.bucket, Key=data["key"], Body=b"ransom note")
     immutable.verify_version(secondary, data, data["version_id"])
-    assert secure(primary, secondary, prefix)["changed"] is False
-    # A plain delete only adds a delete marker; the locked version stays readable by its id.
-    client.delete_object(Bucket=secondary.bucket, Key=data["key"])
+    again = secure(primary, secondary, prefix)
+    assert again["changed"] is False
+    assert again["tampered"] == [row["backup_id"]]
+    [finding] = again["backups"][0]["findings"]
+    assert finding["kind"] == "newer_version" and finding["key"] == data["key"]
+    # An identity that may delete (here the admin) only adds a delete marker without a version id.
+    admin_secondary.client.delete_object(Bucket=secondary.bucket, Key=data["key"])
     immutable.verify_version(secondary, data, data["version_id"])
+    kinds = {f["kind"] for f in secure(primary, secondary, prefix)["backups"][0]["findings"]}
+    assert kinds == {"delete_marker"}
 
 
 def test_stream_copy_of_a_corrupted_primary_object_is_refused_and_recorded(sandbox, primary, secondary, prefix):
@@ -252,16 +272,23 @@ def test_server_copy_that_fails_verification_is_named_and_recorded(sandbox, prim
 
 
 def test_stream_and_multipart_server_copy_paths_verify(sandbox, primary, secondary, prefix, monkeypatch):
-    take_backup(sandbox, primary, prefix)
-    streamed = secure(primary, secondary, prefix, method="stream")["backups"][0]
+    first, _ = take_backup(sandbox, primary, prefix)
+    streamed = secure(primary, secondary, prefix, selector=first, method="stream")["backups"][0]
     assert streamed["method"] == "stream"
     assert all(o["verified"] and o["lock_mode"] == "GOVERNANCE" for o in streamed["objects"])
     # Above the CopyObject limit the copy goes part by part (UploadPartCopy); force that path on small objects.
-    monkeypatch.setattr(immutable, "MULTIPART_COPY_THRESHOLD", 0)
-    again = secure(primary, secondary, prefix, method="server", reverify=True)["backups"][0]
-    assert again["method"] == "server"
-    assert again["changed"] is True
-    assert all(o["verified"] and o["lock_mode"] == "GOVERNANCE" for o in again["objects"])
+    monkeypatch.setattr(s3, "MULTIPART_COPY_THRESHOLD", 0)
+    second, _ = take_backup(sandbox, primary, prefix)
+    copied = secure(primary, secondary, prefix, selector=second, method="server")["backups"][0]
+    assert copied["method"] == "server"
+    assert copied["changed"] is True
+    assert all(o["verified"] and o["lock_mode"] == "GOVERNANCE" for o in copied["objects"])
+    # Re-verification reads every recorded copy back and copies nothing.
+    before = versions(secondary, f"{prefix}/")
+    again = secure(primary, secondary, prefix, selector=second, reverify=True)["backups"][0]
+    assert again["changed"] is False and again["status"] == "secured"
+    assert "re-read and verified" in again["reason"]
+    assert versions(secondary, f"{prefix}/") == before
 
 
 def test_pending_secures_every_unsecured_backup_and_skips_old_ones(sandbox, primary, secondary, prefix):

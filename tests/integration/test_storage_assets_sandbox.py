@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import sandbox_secrets
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import pg
 
@@ -20,7 +21,7 @@ FILES = {"a/one.txt": b"one\n", "b/two.bin": bytes(range(256)) * 10, "three.md":
 @pytest.fixture
 def storage_bucket(sandbox, s3_target):
     """A Storage bucket of the test's own on the sandbox endpoint, with a few files and its storage.buckets row."""
-    name = f"st-{uuid.uuid4().hex[:8]}"
+    name = f"app-storage-t{uuid.uuid4().hex[:8]}"
     client = s3_target.client
     client.create_bucket(Bucket=name)
     for key, body in FILES.items():
@@ -44,7 +45,7 @@ def bucket_listing(client, bucket):
 
 
 def secrets(state):
-    return [state["s3"]["secret_key"], state["production"]["password"], state["staging"]["password"]]
+    return sandbox_secrets(state)
 
 
 def assert_no_secrets(run, values):
@@ -95,10 +96,18 @@ def test_backup_is_incremental_and_check_mode_touches_nothing(run_playbook, sand
     counts = result["plan"]["counts"]
     assert (counts["new"], counts["changed"], counts["unchanged"], counts["deleted"]) == (1, 1, 1, 1)
     assert sorted(o["key"] for o in result["plan"]["copy"]) == ["a/one.txt", "new/four.txt"]
-    run_id = result["run_id"]
-    copied = [k for k, *_ in bucket_listing(client, s3_target.bucket) if f"/objects/{run_id}/" in k]
-    assert sorted(k.split(f"{storage_bucket}/", 1)[1] for k in copied) == ["a/one.txt", "new/four.txt"]
     manifest = s3_target.get_json(result["manifest_key"])
+    # Only the new bytes were stored, each under its SHA-256 (content-addressed; nothing else was written).
+    by_key = {o["key"]: o for o in manifest["objects"]}
+    for key, body in (("a/one.txt", b"one, changed\n"), ("new/four.txt", b"four\n")):
+        assert by_key[key]["stored_key"].endswith(
+            "/blobs/" + hashlib.sha256(body).hexdigest()[:2] + "/" + hashlib.sha256(body).hexdigest()
+        )
+    after = {k for k, *_ in bucket_listing(client, s3_target.bucket)}
+    written = sorted(after - {k for k, *_ in before[1]})
+    assert written == sorted(
+        [by_key["a/one.txt"]["stored_key"], by_key["new/four.txt"]["stored_key"], result["manifest_key"]]
+    )
     deleted = [o for o in manifest["objects"] if o["deleted"]]
     assert [o["key"] for o in deleted] == ["three.md"]
     # The deleted file's row is still in storage.objects: the cross-check reports it as missing from the backup.

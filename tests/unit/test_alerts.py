@@ -267,6 +267,7 @@ def test_textfile_after_success_failure_and_success(tmp_path):
         "pgdr_backup_failures_total": 0,
         "pgdr_backup_last_run_timestamp_seconds": NOW,
         "pgdr_backup_last_run_success": 1,
+        "pgdr_backup_last_run_warnings": 0,
     }
     assert oct(path.stat().st_mode & 0o777) == "0o644"
 

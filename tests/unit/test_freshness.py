@@ -18,12 +18,29 @@ TOKEN = "sbp_" + "ab12" * 10
 REF = "abcdefghijklmnopqrst"
 
 
+class FakeClient:
+    """head_object over the fake bucket's dict (the presence check of the newest backup)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def head_object(self, Bucket, Key, **_kwargs):
+        from botocore.exceptions import ClientError
+
+        body = self.target.objects.get(Key)
+        if body is None:
+            raise ClientError({"Error": {"Code": "404", "Message": "Not Found"}}, "HeadObject")
+        return {"ContentLength": len(body)}
+
+
 class FakeTarget:
-    """The three reads the catalog makes, over a dict of key -> bytes."""
+    """The reads the catalog makes, over a dict of key -> bytes."""
 
     def __init__(self, objects=None, error=None):
         self.objects = dict(objects or {})
         self.error = error
+        self.bucket = "fake"
+        self.client = FakeClient(self)
 
     def where(self, key=""):
         return f"s3://fake/{key}"
@@ -55,7 +72,14 @@ def manifest(backup_id, finished_at):
         "started_at": catalog.isoformat(datetime.fromtimestamp(finished_at - 5, UTC)),
         "finished_at": catalog.isoformat(datetime.fromtimestamp(finished_at, UTC)),
         "duration_s": 5,
-        "objects": [{"size": 10, "sha256": "0" * 64}],
+        "objects": [
+            {
+                "name": "data",
+                "key": catalog.backup_prefix("pre", "production", backup_id) + "data.pgdump.zst",
+                "size": 10,
+                "sha256": "0" * 64,
+            }
+        ],
     }
 
 
@@ -126,6 +150,31 @@ def test_an_older_incomplete_backup_does_not_matter():
     target = with_backups(("20260912T000000Z", NOW - 3600), incomplete=["20260911T000000Z"])
     check = freshness.check_logical(target, "pre", "production", 26 * 3600, NOW)
     assert check["ok"] is True and check["incomplete_newer"] == []
+
+
+def test_a_newest_backup_whose_objects_are_gone_is_damaged_not_fresh():
+    target = with_backups(("20260912T000000Z", NOW - 600))
+    del target.objects[catalog.backup_prefix("pre", "production", "20260912T000000Z") + "data.pgdump.zst"]
+    check = freshness.check_logical(target, "pre", "production", 26 * 3600, NOW)
+    assert check["ok"] is False and check["newest_verified"] is False
+    assert "DAMAGED" in check["details"] and "object data of the backup is missing" in check["details"]
+    # Of another size is as bad.
+    target = with_backups(("20260912T000000Z", NOW - 600))
+    target.objects[catalog.backup_prefix("pre", "production", "20260912T000000Z") + "data.pgdump.zst"] = "x"
+    check = freshness.check_logical(target, "pre", "production", 26 * 3600, NOW)
+    assert check["ok"] is False and "has 1 bytes, the manifest says 10" in check["details"]
+
+
+def test_a_given_now_before_the_newest_backup_is_refused():
+    target = with_backups(("20260912T000000Z", NOW - 600))
+    with pytest.raises(DRError, match="earlier than the newest backup 20260912T000000Z") as caught:
+        freshness.check_logical(target, "pre", "production", 26 * 3600, NOW - 3600)
+    assert caught.value.hint.startswith("give a time after")
+    # The host's own clock behind the bucket's is a failed check, not a refusal.
+    real = freshness.to_unix(None)
+    ahead = with_backups(("20260912T000000Z", real + 3600))
+    check = freshness.check_logical(ahead, "pre", "production", 26 * 3600)
+    assert check["ok"] is False and "in the future of this host's clock" in check["details"]
 
 
 def test_an_unreadable_bucket_is_a_failed_check_not_an_exception():

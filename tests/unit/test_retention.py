@@ -210,3 +210,95 @@ def test_record_flags_for_readers(stored, secured, verified):
     found = immutable.record(target, "backups", "production", "20261128T000000Z")
     assert target.asked == ["backups/production/logical/20261128T000000Z/secured.json"]
     assert (found["secured"], found["verified"]) == (secured, verified)
+
+
+# --- issue 9.2 / 9.8: a running backup, a damaged backup ---------------------------------------------------------
+
+
+def test_an_incomplete_backup_is_aged_by_its_last_write_not_its_id():
+    """A daily backup whose window began 30 h ago and still uploads: its id says 30 h, its last write 10 min."""
+    late = row(0, complete=False, hours=30)
+    late["last_activity"] = NOW - dt.timedelta(minutes=10)
+    idle = row(0, complete=False, hours=30)
+    idle["backup_id"] = (NOW - dt.timedelta(hours=31)).strftime(catalog.BACKUP_ID_FORMAT)
+    idle["last_activity"] = NOW - dt.timedelta(hours=25)
+    decisions = {d["backup_id"]: d for d in retention.plan_retention([late, idle, row(1)], NOW, grace_hours=24)}
+    assert decisions[late["backup_id"]]["action"] == "keep"
+    assert "last written 0.2 h ago" in decisions[late["backup_id"]]["reason"]
+    assert decisions[idle["backup_id"]]["action"] == "expire"
+    assert "nothing written to it for 25.0 h" in decisions[idle["backup_id"]]["reason"]
+
+
+def test_an_incomplete_backup_under_a_live_lock_is_never_touched():
+    running = row(5, complete=False)
+    running["running"] = "backup 20261123T000000Z on db1 (pid 42) holds s3://b/_lock.json"
+    decision = retention.plan_retention([running, row(1)], NOW, grace_hours=24)[1]
+    assert decision["action"] == "keep"
+    assert "the source's lock is live (backup 20261123T000000Z on db1" in decision["reason"]
+
+
+def test_a_damaged_backup_never_counts_toward_keep_min():
+    """The newest backup lost its objects: keep_min must protect the newest good one instead."""
+    damaged, good, older = row(70), row(80), row(90)
+    damaged.update(verified=False, problems=["object data of the backup is missing (s3://b/k)"])
+    good["verified"] = older["verified"] = True
+    decisions = {d["backup_id"]: d for d in retention.plan_retention([damaged, good, older], NOW, keep_min=1)}
+    assert decisions[good["backup_id"]]["action"] == "keep"
+    assert "never expired" in decisions[good["backup_id"]]["reason"]
+    assert decisions[damaged["backup_id"]]["action"] == "expire"
+    assert "DAMAGED (object data of the backup is missing" in decisions[damaged["backup_id"]]["reason"]
+    assert decisions[damaged["backup_id"]]["verified"] is False
+    assert decisions[older["backup_id"]]["action"] == "expire"
+
+
+def test_unknown_sets_are_refused():
+    with pytest.raises(DRError, match="unknown sets"):
+        retention.run(None, "backups", "production", sets=("logical", "videos"))
+
+
+# --- issue 18 item 3: drift is reported, never silently fixed ----------------------------------------------------
+
+
+def test_a_removed_default_retention_is_a_step_that_names_the_drift():
+    plan = immutable.plan_bucket(state(default_retention=None), "GOVERNANCE", 1)
+    [step] = plan["steps"]
+    assert step["action"] == "set_default_retention" and "no default retention" in step["drift"]
+    # Setting up a new bucket is not drift.
+    created = immutable.plan_bucket(state(exists=False), "GOVERNANCE", 1)
+    assert not any(s.get("drift") for s in created["steps"])
+    extended = immutable.plan_bucket(
+        state(default_retention={"mode": "GOVERNANCE", "days": 1}), "GOVERNANCE", 2, extend=True
+    )
+    assert "weaker than the policy's GOVERNANCE 2 days" in extended["steps"][0]["drift"]
+
+
+def test_drift_lines_say_what_was_found_and_whether_it_was_restored():
+    class Target:
+        def where(self, key=""):
+            return "s3://locked/" + key
+
+    drift = [
+        {
+            "found": "the bucket has no default retention",
+            "action": "set_default_retention",
+            "to": {"mode": "GOVERNANCE", "days": 1},
+            "restored": True,
+            "error": None,
+        },
+        {
+            "found": "the bucket has no default encryption",
+            "action": "set_encryption",
+            "to": {"algorithm": "AES256"},
+            "restored": False,
+            "error": "not restored: this identity may not change the bucket (AccessDenied)",
+        },
+    ]
+    lines = immutable.describe_drift(Target(), drift)
+    assert lines[0].startswith("DRIFT on s3://locked/: the bucket has no default retention; restored")
+    assert lines[1].endswith("not restored: this identity may not change the bucket (AccessDenied)")
+
+
+def test_an_unreadable_encryption_matters_only_when_the_policy_asks_for_it():
+    assert immutable.plan_bucket(state(sse="unreadable"))["drift"] == []
+    drift = immutable.plan_bucket(state(sse="unreadable"), sse={"algorithm": "AES256"})["drift"]
+    assert "s3:GetEncryptionConfiguration" in drift[0]
