@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, dumpspec, pg
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, dumpspec, pg, runsafety
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
 from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import MultipartWriter, part_size_for
@@ -76,6 +76,7 @@ class BackupRequest:
         self.recipients = crypto.parse_recipients(self.recipient_texts) if self.recipient_texts else None
         self.sse_args = sse_arguments(sse)
         self.preflight = None  # (source facts, client tools), read once by _preflight()
+        self.written = runsafety.WriteLedger()  # pgdr guards (issue 9.1): the objects this run wrote
 
     def key(self, name):
         return catalog.backup_prefix(self.prefix, self.source, self.backup_id) + name
@@ -209,6 +210,7 @@ def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
         concurrency=request.concurrency,
         on_progress=progress.stored,
         extra_args=request.sse_args,
+        ledger=request.written,  # pgdr guards (issue 9.1)
     )
     sink = crypto.EncryptingWriter(writer, request.recipients) if request.recipients else writer
     compressor = zstandard.ZstdCompressor(
@@ -273,15 +275,9 @@ def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
 
 
 def _cleanup(request, step):
-    """Remove what an unfinished backup of this id left: in-progress uploads and objects without a manifest."""
+    """Remove what an earlier unfinished backup of this id left (never anything of a committed one): runsafety.py."""
     folder = catalog.backup_prefix(request.prefix, request.source, request.backup_id)
-    removed = []
-    for key, upload_id in request.target.list_uploads(folder, step=step):
-        request.target.abort_upload(key, upload_id, step=step)
-        removed.append(f"upload {key}")
-    keys = [key for key, _ in request.target.list_keys(folder, step=step)]
-    request.target.delete_keys(keys, step=step)
-    return removed + keys
+    return runsafety.remove_leftovers(request.target, folder, request.key(catalog.MANIFEST_NAME), step=step)
 
 
 def _count_in_background(snapshot, tables):
@@ -350,11 +346,13 @@ def run(request):
                 manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}
                 body = json.dumps(manifest, indent=2, sort_keys=True).encode()
                 t0 = time.monotonic()
-                request.target.put_bytes(manifest_key, body, step="commit manifest", if_none_match=True)
+                # pgdr guards (issue 9.1): commit only while holding the lock; another run's commit is our result.
+                other = runsafety.commit_manifest(request.target, manifest_key, body, lock)
                 timings["manifest"] = time.monotonic() - t0
             except BaseException as exc:
                 try:
-                    _cleanup(request, step="remove the unfinished backup")
+                    # pgdr guards (issue 9.1): only this run's own objects, never a committed folder.
+                    runsafety.remove_own(request.target, manifest_key, request.written)
                 except DRError as cleanup_error:
                     if isinstance(exc, DRError):
                         exc.message += (
@@ -371,6 +369,8 @@ def run(request):
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if other is not None:  # pgdr guards (issue 9.1)
+        return runsafety.other_run_result(request, manifest_key, other, {"removed": []})
     return {
         "changed": True,
         "backup_id": request.backup_id,
