@@ -14,12 +14,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, pg
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, identity, pg
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3_ERRORS, RangedReader, is_not_found, translate
 from ansible_collections.pgdr.supabase.plugins.module_utils.selection import READ_SIZE, check_digest, open_object
@@ -113,41 +112,10 @@ class RestoreRequest:
         return f"{host}:{port}/{self.database}"
 
 
-def _addresses(host):
-    try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return {host}
-
-
 def production_guard(request):
-    """Refuse a target that the inventory names as production, unless overridden with a typed confirmation."""
-    host, port, _ = pg.dsn_parts(request.target_dsn)
-    for entry in request.production:
-        same_host = _addresses(str(entry.get("host", ""))) & _addresses(host)
-        if (
-            same_host
-            and int(entry.get("port") or 5432) == port
-            and entry.get("database", "postgres") == request.database
-        ):
-            expected = request.where
-            if not request.allow_over_production:
-                raise DRError(
-                    "the restore target is the production database named in the inventory",
-                    step="safety check",
-                    subject=expected,
-                    hint="restore into staging; to really overwrite production set "
-                    f"allow_restore_over_production=true and confirm={expected}",
-                )
-            if request.confirm != expected:
-                raise DRError(
-                    "restoring over production needs a typed confirmation",
-                    step="safety check",
-                    subject=expected,
-                    hint=f"pass confirm={expected} exactly",
-                )
-            return {"production": True, "confirmed": True}
-    return {"production": False}
+    """Refuse a production target unless overridden with a typed confirmation: decided on the server's identity
+    (pgdr guards, issue 9.3: identity.py)."""
+    return identity.production_guard(request)
 
 
 def read_marker(conn, database):
@@ -517,6 +485,7 @@ def run(request):
     admin = pg.connect(request.target_dsn, step="connect restore target", autocommit=True)
     created = False
     try:
+        identity.check_same_server(admin, current["production_guard"], request.where)  # pgdr guards (issue 9.3)
         files, verified = steps.run("download_verify", download_all, request, folder, _local_objects(request))
         if request.mode == "new_database":
             marker = read_marker(admin, request.temp_database)
