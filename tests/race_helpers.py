@@ -92,3 +92,37 @@ def race(func, args_per_racer, timeout=300):
     for proc in procs:
         proc.join(timeout=30)
     return outcomes
+
+
+def restore_racer(barrier, queue, s3, dsn, manifest, database):
+    """One logical restore of manifest into database on the server of dsn."""
+    _paths()
+    from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore
+    from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+
+    try:
+        request = logical_restore.RestoreRequest(dsn, manifest, _target(s3), database=database)
+        barrier.wait(timeout=60)
+        result = logical_restore.run(request)
+        queue.put(("ok", {"changed": result["changed"], "database": result["database"]}))
+    except DRError as exc:
+        queue.put(("error", str(exc), exc.step))
+    except BaseException as exc:
+        queue.put(("crash", f"{exc!r}\n{traceback.format_exc()}", None))
+
+
+def promote_racer(barrier, queue, env_file, value, target_name):
+    """One promote of value into the dotenv store env_file."""
+    _paths()
+    from ansible_collections.pgdr.supabase.plugins.module_utils import envstore, promote
+    from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+
+    try:
+        store = envstore.make_store({"type": "dotenv", "path": env_file})
+        barrier.wait(timeout=60)
+        result = promote.promote(store, {"DATABASE_URL": value}, target_name, reason="race")
+        queue.put(("ok", {"changed": result["changed"], "value": value}))
+    except DRError as exc:
+        queue.put(("error", str(exc), exc.step))
+    except BaseException as exc:
+        queue.put(("crash", f"{exc!r}\n{traceback.format_exc()}", None))

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, dumpspec, pg, runsafety
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, dumpspec, lifeline, pg, runsafety
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
 from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import MultipartWriter, part_size_for
@@ -217,7 +217,8 @@ def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
         level=request.compression_level, threads=request.compression_threads, write_checksum=True
     )
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, env=env, bufsize=0)
+        # pgdr guards (issue 9.11): the tool stops when this process dies
+        proc = subprocess.Popen(lifeline.tool_argv(argv), stdout=subprocess.PIPE, stderr=errors, env=env, bufsize=0)
         try:
             if obj.name == "roles":
                 text = proc.stdout.read().decode("utf-8")

@@ -18,7 +18,15 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, identity, pg
+from ansible_collections.pgdr.supabase.plugins.module_utils import (
+    catalog,
+    crypto,
+    identity,
+    lifeline,
+    pg,
+    target_lock,
+    workfolder,
+)
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3_ERRORS, RangedReader, is_not_found, translate
 from ansible_collections.pgdr.supabase.plugins.module_utils.selection import READ_SIZE, check_digest, open_object
@@ -68,6 +76,7 @@ class RestoreRequest:
         progress_file=None,
         decryption_identities=(),
         data_mode="stream",
+        lock_wait=0,
     ):
         if mode not in MODES:
             raise DRError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}", step="plan restore")
@@ -105,6 +114,7 @@ class RestoreRequest:
         self.tools = None  # {name: path}, found once by _tools()
         self.manifest_sha256 = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
         self.identities = crypto.parse_identities(decryption_identities) if decryption_identities else None
+        self.lock_wait = lock_wait  # pgdr guards (issue 9.7): seconds to queue behind another restore of the target
 
     @property
     def where(self):
@@ -347,7 +357,7 @@ def stream_verified(target, obj, write, identities=None, step="download"):
 def fetch_verified(target, obj, dest, identities=None, step="download"):
     """Download one object into the file dest, verified (see stream_verified)."""
     try:
-        with open(dest, "wb") as fh:
+        with workfolder.WorkFolder.open_private(dest) as fh:  # pgdr guards (issue 9.9): mode 0600
             return stream_verified(target, obj, fh.write, identities, step)
     except OSError as exc:
         raise DRError(
@@ -364,7 +374,9 @@ def restore_streamed(tool_argv, env, target, obj, identities, step, where):
     pg_restore writes into the temporary database as the bytes arrive; the object's SHA-256 is checked when
     the stream ends, and a mismatch fails the restore, so the database is dropped and never switched to."""
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(tool_argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env)
+        proc = subprocess.Popen(  # pgdr guards (issue 9.11): the tool stops when this process dies
+            lifeline.tool_argv(tool_argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env
+        )
         try:
             try:
                 verified = stream_verified(target, obj, proc.stdin.write, identities, "download")
@@ -422,7 +434,9 @@ def idempotent_roles(path):
 
 def _run_tool(argv, env, step, where):
     with tempfile.TemporaryFile() as errors:
-        code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=errors, env=env, check=False).returncode
+        code = subprocess.run(  # pgdr guards (issue 9.11): the tool stops when this process dies
+            lifeline.tool_argv(argv), stdout=subprocess.DEVNULL, stderr=errors, env=env, check=False
+        ).returncode
         if code != 0:
             raise _tool_failed(argv[0], code, errors, step, where)
 
@@ -464,6 +478,12 @@ def _drop(conn, database):
 
 def run(request):
     """Restore unless the target already holds this backup. Returns the result the module reports."""
+    # pgdr guards (issue 9.7): one restore at a time per target database; the lock's session is the admin session.
+    with target_lock.for_request(request) as lock:
+        return _run(request, lock.conn)
+
+
+def _run(request, admin):
     if not HAS_ZSTD:
         raise DRError("the zstandard Python package is not installed", step="start", hint="run 'make setup'")
     started = time.monotonic()
@@ -480,9 +500,11 @@ def run(request):
     tools = _tools(request)
     steps = _Steps(request.progress_file)
     steps.line(f"restore of backup {request.backup_id} into {request.where} started")
-    os.makedirs(request.workdir, exist_ok=True)
-    folder = tempfile.mkdtemp(prefix=f"pgdr-restore-{request.backup_id}-", dir=request.workdir)
-    admin = pg.connect(request.target_dsn, step="connect restore target", autocommit=True)
+    # pgdr guards (issue 9.9): a 0700 folder of this run's own; killed runs' folders are removed (and said so).
+    work = workfolder.WorkFolder(request.workdir, "restore", request.backup_id, f"restore {request.backup_id}")
+    folder = work.path
+    for note in work.notes():
+        steps.line(note)
     created = False
     try:
         identity.check_same_server(admin, current["production_guard"], request.where)  # pgdr guards (issue 9.3)
@@ -586,7 +608,7 @@ def run(request):
         raise
     finally:
         admin.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        work.remove()
     return {
         "changed": True,
         "database": request.database,
@@ -596,5 +618,6 @@ def run(request):
         "objects": verified,
         "timings": steps.timings,
         "duration_s": round(time.monotonic() - started, 3),
+        "cleaned": work.notes(),  # pgdr guards (issue 9.9)
         "msg": f"backup {request.backup_id} restored into {request.where} in {time.monotonic() - started:.1f} s",
     }

@@ -82,7 +82,13 @@ age_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import backup_set_spec, fail, s3_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
+    backup_set_spec,
+    fail,
+    long_running,
+    s3_target,
+)
 
 
 def main():
@@ -94,6 +100,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, selection
 
     p = module.params
@@ -119,7 +126,7 @@ def main():
             msg=f"backup {row['backup_id']} of {p['source']} chosen ({p['backup']}); "
             f"{len(verified)} objects verified ({p['verify']})",
         )
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

@@ -153,11 +153,21 @@ cleaned:
   returned: always
   type: list
   elements: str
+progress_file:
+  description: The file the progress lines went to (O(progress_file)), or null.
+  returned: always
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import backup_set_spec, fail, s3_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
+    backup_set_spec,
+    fail,
+    long_running,
+    s3_target,
+)
 
 
 def main():
@@ -180,6 +190,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup
 
     p = module.params
@@ -216,10 +227,11 @@ def main():
             result = logical_backup.run(request)
             result["plan"] = plan
         result["manifest_key"] = plan["manifest_key"]
+        result["progress_file"] = p["progress_file"]
         if "manifest" in result:
             result["manifest"]["schema"].pop("objects", None)
         module.exit_json(**result)
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

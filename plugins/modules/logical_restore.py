@@ -58,7 +58,10 @@ options:
     description: Folder of pg_restore and psql; default the backup's major version, then PATH.
     type: path
   workdir:
-    description: Folder for the verified local copy (removed afterwards); needs the backup's uncompressed size free.
+    description:
+      - Folder for the verified local copy, in a folder of the run's own inside it (mode 0700, files 0600, removed
+        on every exit path, SIGTERM included); needs the backup's uncompressed size free.
+      - Work folders that killed runs on this host left there are removed first and listed in RV(cleaned).
     type: path
     default: /var/tmp
   production:
@@ -91,6 +94,13 @@ options:
     type: list
     elements: str
     default: []
+  lock_wait:
+    description:
+      - Seconds to wait for another restore into the same target database before failing. Two restores into one
+        target never interleave; the first holds a PostgreSQL advisory lock on the target server (its session's
+        C(application_name) names it), and the second fails naming it, or waits this long.
+    type: int
+    default: 0
 attributes:
   check_mode:
     support: full
@@ -140,11 +150,27 @@ duration_s:
   description: Seconds the restore took.
   returned: when a restore ran
   type: float
+cleaned:
+  description: Work folders of killed restores on this host that this run removed (they may hold decrypted dumps).
+  returned: when a restore ran
+  type: list
+  elements: str
+progress_file:
+  description: The file the progress lines went to (O(progress_file)), or null.
+  returned: when a restore ran
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail, s3_spec, s3_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
+    fail,
+    long_running,
+    s3_spec,
+    s3_target,
+    warn_cleaned,
+)
 
 
 def main():
@@ -166,9 +192,11 @@ def main():
             "progress_file": {"type": "path"},
             "decryption_identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
             "data_mode": {"type": "str", "default": "stream", "choices": ["stream", "file"]},
+            "lock_wait": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore
 
     p = module.params
@@ -190,6 +218,7 @@ def main():
             progress_file=p["progress_file"],
             decryption_identities=p["decryption_identities"],
             data_mode=p["data_mode"],
+            lock_wait=p["lock_wait"],
         )
         if module.check_mode:
             plan = logical_restore.plan(request)
@@ -204,8 +233,11 @@ def main():
                 if done
                 else f"would restore backup {request.backup_id} into {request.where}",
             )
-        module.exit_json(**logical_restore.run(request))
-    except Exception as exc:  # the one error path
+        result = logical_restore.run(request)
+        result["progress_file"] = p["progress_file"]
+        warn_cleaned(module, result)
+        module.exit_json(**result)
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

@@ -133,10 +133,12 @@ database:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
     check_command_spec,
     exit_checks,
     exit_checks_skipped,
     fail,
+    long_running,
     s3_spec,
     s3_target,
 )
@@ -178,6 +180,7 @@ def main():
         required_by={"manifest_key": "s3"},
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     from ansible_collections.pgdr.supabase.plugins.module_utils import verify
 
     p = module.params
@@ -197,7 +200,7 @@ def main():
             command_timeout=p["command_timeout"],
             fail_on_pending=p["fail_on_pending"],
         )
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
     exit_checks(module, result)
 
