@@ -49,6 +49,14 @@ def backup_set_spec():
     }
 
 
+def manifest_trust_spec():
+    """What a module that reads a backup's objects needs to trust its manifest first (signing.py, issue 9.6)."""
+    return {
+        "manifest_public_keys": {"type": "list", "elements": "str", "default": []},
+        "allow_unsigned": {"type": "str"},
+    }
+
+
 def pgbackrest_config_spec():
     """The stanza and the configuration file written by pgdr.supabase.pgbackrest_stanza, for the modules that only
     run pgBackRest."""

@@ -13,7 +13,15 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, dumpspec, lifeline, pg, runsafety
+from ansible_collections.pgdr.supabase.plugins.module_utils import (
+    catalog,
+    crypto,
+    dumpspec,
+    lifeline,
+    pg,
+    runsafety,
+    signing,
+)
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
 from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import MultipartWriter, part_size_for
@@ -53,6 +61,7 @@ class BackupRequest:
         now=None,
         encryption_recipients=(),
         sse=None,
+        signing_key=None,
     ):
         catalog.check_source_name(source)
         self.source = source
@@ -77,6 +86,8 @@ class BackupRequest:
         self.sse_args = sse_arguments(sse)
         self.preflight = None  # (source facts, client tools), read once by _preflight()
         self.written = runsafety.WriteLedger()  # pgdr guards (issue 9.1): the objects this run wrote
+        # pgdr guards (issue 9.6): the manifest is signed with this Ed25519 key (PEM), read before anything runs
+        self.signing_key = signing.load_private_key(signing_key) if signing_key else None
 
     def key(self, name):
         return catalog.backup_prefix(self.prefix, self.source, self.backup_id) + name
@@ -345,6 +356,7 @@ def run(request):
             try:
                 manifest = _take(request, facts, tools, timings, started_wall)
                 manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}
+                manifest = signing.sign(manifest, request.signing_key)  # pgdr guards (issue 9.6): signed last
                 body = json.dumps(manifest, indent=2, sort_keys=True).encode()
                 t0 = time.monotonic()
                 # pgdr guards (issue 9.1): commit only while holding the lock; another run's commit is our result.

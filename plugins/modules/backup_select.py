@@ -15,7 +15,72 @@ version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
   - pgdr.supabase.s3
+  - pgdr.supabase.manifest_trust
 options:
+  secondary_s3:
+    description:
+      - The immutable (Object Lock) bucket holding the backup's locked copy, same keys as O(s3). When given, the
+        primary manifest is compared byte for byte with the oldest version of the locked copy before anything else
+        is read. Identical, the primary is used; different, the locked copy is used when its signature verifies
+        (RV(trust) says so), else the task fails. A backup without a locked copy yet is used from the primary.
+      - Omit when restoring from the immutable bucket itself.
+    type: dict
+    suboptions:
+      bucket:
+        description: Bucket with Object Lock enabled.
+        type: str
+        required: true
+      endpoint_url:
+        description: S3 endpoint; omit for AWS's default endpoint of O(secondary_s3.region).
+        type: str
+      region:
+        description: Region used for signing.
+        type: str
+        default: us-east-1
+      access_key:
+        description: Access key id. Omit to use the host's AWS credential chain.
+        type: str
+      secret_key:
+        description: Secret access key. Never logged.
+        type: str
+      session_token:
+        description: Session token of temporary credentials. Never logged.
+        type: str
+      ca_bundle:
+        description: CA certificate file to verify the endpoint's TLS certificate with.
+        type: path
+      validate_certs:
+        description: Verify the endpoint's TLS certificate.
+        type: bool
+        default: true
+      checksums:
+        description: When boto3 adds its own CRC checksums (see O(s3.checksums)).
+        type: str
+        default: when_required
+        choices: [when_required, when_supported]
+      sse:
+        description: Not used here (reading only).
+        type: dict
+        suboptions:
+          algorithm:
+            description: Not used here.
+            type: str
+            choices: [AES256, aws:kms]
+          kms_key_id:
+            description: Not used here.
+            type: str
+  decryption_identities:
+    description:
+      - age identities (C(AGE-SECRET-KEY-1...)) the restore will decrypt with, from a vault or a lookup; never
+        logged. With O(require_decryption), checked against the backup's recipients before the checksum pass, so a
+        missing or wrong identity is reported first, not after minutes of reading.
+    type: list
+    elements: str
+    default: []
+  require_decryption:
+    description: Fail before the checksum pass when the backup is encrypted and no given identity matches it.
+    type: bool
+    default: false
   source:
     description: Source name whose backups are considered.
     type: str
@@ -78,6 +143,13 @@ age_s:
   description: Seconds between the backup's snapshot and now (the RPO if this backup is restored now).
   returned: always
   type: float
+trust:
+  description:
+    - Why the manifest was trusted, checked before any object was read. C(signature) (V(valid), or
+      V(unsigned, allowed by allow_unsigned=<id>)), C(key_id), C(trusted) (V(primary), V(primary (byte-identical to the
+      locked copy)) or V(locked)), C(locked_copy) (where it was found, or none), C(warnings).
+  returned: always
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -87,6 +159,8 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common impor
     backup_set_spec,
     fail,
     long_running,
+    manifest_trust_spec,
+    s3_spec,
     s3_target,
 )
 
@@ -95,20 +169,33 @@ def main():
     module = AnsibleModule(
         argument_spec={
             **backup_set_spec(),
+            **manifest_trust_spec(),
             "backup": {"type": "str", "default": "latest"},
             "verify": {"type": "str", "default": "full", "choices": ["full", "exists", "none"]},
+            "secondary_s3": dict(s3_spec(), required=False),
+            "decryption_identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
+            "require_decryption": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
     long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
-    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, selection
+    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, selection, signing
 
     p = module.params
     try:
+        keys = signing.parse_public_keys(p["manifest_public_keys"])
         target = s3_target(p["s3"])
         target.check_bucket(step="select backup")
         row = selection.resolve(target, p["prefix"], p["source"], p["backup"])
-        manifest = selection.load_manifest(target, p["prefix"], p["source"], row["backup_id"])
+        # Trusted before any object is read: signature, keys inside the folder, the locked copy (issue 9.6).
+        secondary = s3_target(p["secondary_s3"]) if p["secondary_s3"] else None
+        manifest, trust = signing.trusted_manifest(
+            target, p["prefix"], p["source"], row["backup_id"], keys, p["allow_unsigned"], secondary
+        )
+        for warning in trust["warnings"]:
+            module.warn(warning)
+        if p["require_decryption"]:  # before the checksum pass (issue 9.10)
+            crypto.check_can_decrypt(manifest, p["decryption_identities"], target.where(trust["manifest_key"]))
         if p["verify"] == "full":
             verified = selection.verify_objects(target, manifest)
         elif p["verify"] == "exists":
@@ -123,8 +210,9 @@ def main():
             manifest=manifest,
             verified=verified,
             age_s=round(age, 1),
-            msg=f"backup {row['backup_id']} of {p['source']} chosen ({p['backup']}); "
-            f"{len(verified)} objects verified ({p['verify']})",
+            trust=trust,
+            msg=f"backup {row['backup_id']} of {p['source']} chosen ({p['backup']}); manifest {trust['signature']}, "
+            f"trusted copy {trust['trusted']}; {len(verified)} objects verified ({p['verify']})",
         )
     except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)

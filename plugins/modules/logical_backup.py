@@ -90,6 +90,14 @@ options:
     type: list
     elements: str
     default: []
+  signing_key:
+    description:
+      - Ed25519 private key (PEM, PKCS#8, no passphrase) that signs the manifest, from a vault on the backup hosts
+        only; never logged. Restores trust a manifest only when its signature verifies with one of their trusted
+        public keys (M(pgdr.supabase.backup_select) O(pgdr.supabase.backup_select#module:manifest_public_keys)).
+      - Without it the manifest is unsigned (the module warns) and a restore refuses it unless told, by its backup
+        id, to accept it.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -187,6 +195,7 @@ def main():
             "lock_stale_after": {"type": "int", "default": 600},
             "progress_file": {"type": "path"},
             "encryption_recipients": {"type": "list", "elements": "str", "default": []},
+            "signing_key": {"type": "str", "no_log": True},
         },
         supports_check_mode=True,
     )
@@ -213,7 +222,10 @@ def main():
             progress_file=p["progress_file"],
             encryption_recipients=p["encryption_recipients"],
             sse=p["s3"].get("sse"),
+            signing_key=p["signing_key"],
         )
+        if not p["signing_key"]:
+            module.warn("the manifest is not signed (no signing_key): restores refuse it unless named by its backup id")
         plan = logical_backup.plan(request)
         existing = plan.pop("existing_manifest")
         if module.check_mode or existing:

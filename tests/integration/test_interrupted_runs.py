@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from backup_helpers import drop_database, dsn_for
+from backup_helpers import drop_database, dsn_for, signing_key
 from conftest import REPO, s3_params
 from proc_helpers import alive, descendants, find_in_tree, kill_tree, wait_for
 from test_restore_playbooks import restore_vars
@@ -55,6 +55,7 @@ def backup(sandbox):
         window="every_run",
         now=moment,
         encryption_recipients=[sandbox["age"]["recipient"]],
+        signing_key=signing_key(sandbox),
     )
     manifest = logical_backup.run(req)["manifest"]
     return prefix, manifest

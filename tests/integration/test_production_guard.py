@@ -12,7 +12,7 @@ import uuid
 
 import psycopg
 import pytest
-from backup_helpers import dsn_for
+from backup_helpers import dsn_for, signing_key
 from test_restore_playbooks import restore_vars
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, logical_restore
@@ -35,6 +35,7 @@ def manifest(sandbox):
         prefix=f"guard-{uuid.uuid4().hex[:8]}",
         window="every_run",
         now=moment,
+        signing_key=signing_key(sandbox),
     )
     return logical_backup.run(req)["manifest"]
 

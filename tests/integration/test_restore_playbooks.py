@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from backup_helpers import drop_database, dsn_for
+from backup_helpers import drop_database, dsn_for, signing_key
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_backup
 
@@ -21,7 +21,13 @@ def take_backup(state, target, prefix):
     """A backup with an id of its own (a random past moment), so its restored database is this test's alone."""
     moment = dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=random.randrange(10**8))
     req = logical_backup.BackupRequest(
-        "production", state["production"]["dsn"], target, prefix=prefix, window="every_run", now=moment
+        "production",
+        state["production"]["dsn"],
+        target,
+        prefix=prefix,
+        window="every_run",
+        now=moment,
+        signing_key=signing_key(state),
     )
     return logical_backup.run(req)["manifest"]
 
