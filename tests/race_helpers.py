@@ -29,56 +29,101 @@ def _target(s3):
     return s3_target(s3)
 
 
-def backup_racer(barrier, queue, s3, dsn, prefix, now_iso, lock_wait):
-    """One logical backup of `production` into prefix, for the window of now_iso."""
+DEAD_LOCK = {"host": "gone-host", "pid": 1, "purpose": "backup", "token": "dead", "taken_at": "x", "renewed_at": 0}
+
+
+def _dead_lock(target, key):
+    """The lock of a run killed long ago on another host: stale for everyone."""
+    import json
+
+    target.put_bytes(key, json.dumps(DEAD_LOCK).encode())
+
+
+def backup_racer(barrier, queue, index, rounds, s3, dsn, prefix, now_iso, lock_wait):
+    """rounds logical backups of `production`, one per round into prefix-<round> (the window of now_iso plus round
+    days), each started with the other racer's through the barrier over a dead run's lock."""
     _paths()
     import datetime as dt
 
-    from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup
+    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_backup
     from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
-    try:
-        request = logical_backup.BackupRequest(
-            "production",
-            dsn,
-            _target(s3),
-            prefix=prefix,
-            window="daily",
-            now=dt.datetime.fromisoformat(now_iso),
-            lock_wait=lock_wait,
-        )
-        logical_backup.plan(request)  # connect and read once before the barrier, so both start at the lock
-        barrier.wait(timeout=60)
-        result = logical_backup.run(request)
-        queue.put(("ok", {"changed": result["changed"], "backup_id": result["backup_id"], "msg": result["msg"]}))
-    except DRError as exc:
-        queue.put(("error", str(exc), exc.step))
-    except BaseException as exc:
-        queue.put(("crash", f"{exc!r}\n{traceback.format_exc()}", None))
+    target = _target(s3)
+    for round_ in range(rounds):
+        pfx = f"{prefix}-{round_}"
+        try:
+            request = logical_backup.BackupRequest(
+                "production",
+                dsn,
+                target,
+                prefix=pfx,
+                window="daily",
+                now=dt.datetime.fromisoformat(now_iso) + dt.timedelta(days=round_),
+                lock_wait=lock_wait,
+            )
+            logical_backup.plan(request)  # connect and read before the barrier, so both start at the lock
+            if index == 0:
+                _dead_lock(target, catalog.lock_key(pfx, "production"))
+            barrier.wait(timeout=120)
+            result = logical_backup.run(request)
+            outcome = ("ok", {"changed": result["changed"], "backup_id": result["backup_id"], "msg": result["msg"]})
+        except DRError as exc:
+            outcome = ("error", str(exc), exc.step)
+        except BaseException as exc:
+            outcome = ("crash", f"{exc!r}\n{traceback.format_exc()}", None)
+        queue.put((round_, index, outcome))
+        barrier.wait(timeout=300)  # both done before the next round
 
 
-def lock_racer(barrier, queue, s3, key, hold_s):
-    """Take the lock at key (it is stale when the race starts), hold it hold_s seconds, release it."""
+def lock_racer(barrier, queue, index, rounds, s3, key, hold_s):
+    """rounds times: take the lock at key (stale when the round starts), hold it hold_s seconds, release it."""
     _paths()
     import time
 
     from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
     from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
 
-    try:
-        lock = SourceLock(_target(s3), key, purpose="lock race")
-        barrier.wait(timeout=60)
-        lock.acquire()
+    target = _target(s3)
+    for round_ in range(rounds):
         try:
-            time.sleep(hold_s)
-            lock.confirm()
-        finally:
-            lock.release()
-        queue.put(("ok", {"token": lock._body["token"]}))
-    except DRError as exc:
-        queue.put(("error", str(exc), exc.step))
-    except BaseException as exc:
-        queue.put(("crash", f"{exc!r}\n{traceback.format_exc()}", None))
+            if index == 0:
+                _dead_lock(target, key)
+            lock = SourceLock(target, key, purpose="lock race")
+            barrier.wait(timeout=60)
+            lock.acquire()
+            try:
+                time.sleep(hold_s)
+                lock.confirm()
+            finally:
+                lock.release()
+            outcome = ("ok", {"token": lock._body["token"]})
+        except DRError as exc:
+            outcome = ("error", str(exc), exc.step)
+        except BaseException as exc:
+            outcome = ("crash", f"{exc!r}\n{traceback.format_exc()}", None)
+        queue.put((round_, index, outcome))
+        barrier.wait(timeout=60)
+
+
+def rounds_race(func, rounds, args, racers=2, timeout=900):
+    """racers persistent processes running func for rounds rounds, released together each round by one barrier.
+    Returns the outcomes per round: [[outcome of racer 0, outcome of racer 1], ...]."""
+    barrier = _CTX.Barrier(racers)
+    queue = _CTX.Queue()
+    procs = [_CTX.Process(target=func, args=(barrier, queue, i, rounds, *args)) for i in range(racers)]
+    for proc in procs:
+        proc.start()
+    found = {}
+    try:
+        for _ in range(rounds * racers):
+            round_, index, outcome = queue.get(timeout=timeout)
+            found.setdefault(round_, [None] * racers)[index] = outcome
+    finally:
+        for proc in procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+    return [found[r] for r in sorted(found)]
 
 
 def race(func, args_per_racer, timeout=300):

@@ -10,7 +10,7 @@ import json
 
 import pytest
 from conftest import s3_params
-from race_helpers import backup_racer, lock_racer, race
+from race_helpers import backup_racer, lock_racer, rounds_race
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_backup, selection
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
@@ -18,23 +18,15 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLo
 
 pytestmark = pytest.mark.integration
 
-BACKUP_ROUNDS = 12
-LOCK_ROUNDS = 40
-
-
-def dead_lock(target, key):
-    """The lock of a run killed long ago on another host: stale for everyone."""
-    body = {"host": "gone-host", "pid": 1, "purpose": "backup", "token": "dead", "taken_at": "x", "renewed_at": 0}
-    target.put_bytes(key, json.dumps(body).encode())
+# Enough to catch an interleaving that shows once in ten races (0.9 ** 30 < 5 %).
+BACKUP_ROUNDS = 30
+LOCK_ROUNDS = 60
 
 
 def test_two_runs_over_a_stale_lock_take_it_one_at_a_time(sandbox, s3_target, prefix):
-    params = s3_params(sandbox)
     key = catalog.lock_key(prefix, "production")
     doubles = 0
-    for _ in range(LOCK_ROUNDS):
-        dead_lock(s3_target, key)
-        outcomes = race(lock_racer, [(params, key, 0.3), (params, key, 0.3)])
+    for outcomes in rounds_race(lock_racer, LOCK_ROUNDS, (s3_params(sandbox), key, 0.3)):
         assert not [o for o in outcomes if o[0] == "crash"], outcomes
         ok = [o for o in outcomes if o[0] == "ok"]
         doubles += len(ok) > 1
@@ -48,16 +40,13 @@ def test_two_runs_over_a_stale_lock_take_it_one_at_a_time(sandbox, s3_target, pr
 
 
 def test_racing_backups_over_a_stale_lock_keep_the_committed_backup(sandbox, s3_target, prefix):
-    params = s3_params(sandbox)
-    dsn = sandbox["production"]["dsn"]
+    start = dt.datetime(2021, 1, 1, tzinfo=dt.UTC)
+    args = (s3_params(sandbox), sandbox["production"]["dsn"], prefix, start.isoformat(), 0)
     damaged = []
-    for round_ in range(BACKUP_ROUNDS):
-        pfx = f"{prefix}-{round_}"
-        now = dt.datetime(2021, 1, 1, tzinfo=dt.UTC) + dt.timedelta(days=round_)
-        dead_lock(s3_target, catalog.lock_key(pfx, "production"))
-        outcomes = race(backup_racer, [(params, dsn, pfx, now.isoformat(), 0), (params, dsn, pfx, now.isoformat(), 0)])
+    for round_, outcomes in enumerate(rounds_race(backup_racer, BACKUP_ROUNDS, args)):
         assert not [o for o in outcomes if o[0] == "crash"], outcomes
-        backup_id = catalog.backup_id_for(now, "daily")
+        pfx = f"{prefix}-{round_}"
+        backup_id = catalog.backup_id_for(start + dt.timedelta(days=round_), "daily")
         manifest = s3_target.get_json(catalog.manifest_key(pfx, "production", backup_id))
         if manifest is None:
             damaged.append((round_, "manifest deleted", outcomes))
@@ -77,11 +66,9 @@ def test_racing_backups_over_a_stale_lock_keep_the_committed_backup(sandbox, s3_
 
 def test_racing_backups_that_wait_report_the_winner(sandbox, s3_target, prefix):
     """With lock_wait the second run queues behind the first and reports its backup, changing nothing."""
-    params = s3_params(sandbox)
-    dsn = sandbox["production"]["dsn"]
     now = dt.datetime(2021, 6, 1, tzinfo=dt.UTC)
-    dead_lock(s3_target, catalog.lock_key(prefix, "production"))
-    outcomes = race(backup_racer, [(params, dsn, prefix, now.isoformat(), 120)] * 2)
+    args = (s3_params(sandbox), sandbox["production"]["dsn"], prefix, now.isoformat(), 120)
+    [outcomes] = rounds_race(backup_racer, 1, args)
     assert [o[0] for o in outcomes] == ["ok", "ok"], outcomes
     assert sorted(o[1]["changed"] for o in outcomes) == [False, True]
     assert len({o[1]["backup_id"] for o in outcomes}) == 1
