@@ -26,6 +26,11 @@ def fetch_object(target, key, dest):
     return hashlib.sha256(body).hexdigest()
 
 
+def signing_key(state):
+    """The sandbox's manifest signing key (PEM), as the inventory hands it to backups."""
+    return Path(state["signing"]["private_key_file"]).read_text()
+
+
 def dsn_for(state, target, dbname):
     t = state[target]
     return f"postgresql://{t['user']}:{t['password']}@{t['host']}:{t['port']}/{dbname}"

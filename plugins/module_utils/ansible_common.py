@@ -1,11 +1,17 @@
 """What the pgdr modules share: argument specs (S3, the backup set, pgBackRest, the check command), the way
-the check modules exit, and the one error path."""
+the check modules exit, the one error path, and ``long_running()``, which every module that can run for long
+calls first: it stops the module cleanly when it is told to (SIGTERM, SIGHUP) or when its controller is gone
+(lifeline.py)."""
 
 from __future__ import annotations
 
 import traceback
 
+from ansible_collections.pgdr.supabase.plugins.module_utils import lifeline
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
+
+# A long-running module's error path catches this too: except (Exception, Interrupted) as exc: fail(module, exc).
+Interrupted = lifeline.Interrupted
 
 S3_ARGUMENT_SPEC = {
     "bucket": {"type": "str", "required": True},
@@ -46,6 +52,14 @@ def backup_set_spec():
         "source": {"type": "str", "required": True},
         "s3": s3_spec(),
         "prefix": {"type": "str", "default": "backups"},
+    }
+
+
+def manifest_trust_spec():
+    """What a module that reads a backup's objects needs to trust its manifest first (signing.py, issue 9.6)."""
+    return {
+        "manifest_public_keys": {"type": "list", "elements": "str", "default": []},
+        "allow_unsigned": {"type": "str"},
     }
 
 
@@ -111,10 +125,29 @@ def secrets_of(module):
     return sorted((str(v) for v in getattr(module, "no_log_values", ()) if v), key=len, reverse=True)
 
 
+def long_running(module):
+    """Call first in a module that can run for minutes (issue 9.11): SIGTERM/SIGHUP and the end of the controller
+    (ansible-playbook killed with its process group) stop the run through its failure path, so it leaves what any
+    failure leaves (no temporary database, no open upload, no work files); the tools it starts stop with it."""
+    return lifeline.install()
+
+
+def warn_cleaned(module, result):
+    """Say what this run removed that killed runs had left (work folders, temporary files holding secrets)."""
+    for item in result.get("cleaned") or ():
+        module.warn(item if item.startswith("removed ") else f"removed {item}, left by a killed run")
+
+
 def fail(module, exc):
-    """The one error path: a DRError becomes a failure with its step, subject and hint; anything else
-    becomes a failure with the exception's text and a redacted traceback."""
+    """The one error path: a DRError becomes a failure with its step, subject and hint; an interruption says what
+    stopped the run; anything else becomes a failure with the exception's text and a redacted traceback."""
     secrets = secrets_of(module)
+    if isinstance(exc, Interrupted):
+        module.fail_json(
+            msg=f"[interrupted] the run stopped: {exc}. What it had started was undone as for any failure (temporary "
+            "database dropped, uploads aborted, work files removed). Next: run it again",
+            error={"step": "interrupted", "subject": None, "hint": "run it again", "message": str(exc)},
+        )
     if isinstance(exc, DRError):
         details = exc.to_dict()
         module.fail_json(msg=redact(str(exc), secrets), error={k: redact(v, secrets) for k, v in details.items()})

@@ -9,6 +9,7 @@ commit point. A folder without a manifest is an incomplete backup, never offered
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
@@ -33,6 +34,9 @@ def isoformat(moment):
 def append_progress(path, text):
     """One timestamped line in a progress file an operator follows with tail -f (nothing when path is empty)."""
     if path:
+        folder = os.path.dirname(path)
+        if folder and not os.path.isdir(folder):
+            os.makedirs(folder, mode=0o700, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(f"{isoformat(utcnow())} {text}\n")
 

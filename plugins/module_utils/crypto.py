@@ -62,6 +62,34 @@ def parse_identities(identities, step="check decryption"):
     return parsed
 
 
+def check_can_decrypt(manifest, identities, where=None, step="check decryption"):
+    """Before anything is read (issue 9.10): an encrypted backup needs an identity, and one of the given identities
+    must match one of each encrypted object's recipients. Names the recipients, never the identities."""
+    encrypted = [o for o in manifest.get("objects") or [] if o.get("encryption")]
+    if not encrypted:
+        return None
+    if not identities:
+        raise DRError(
+            f"backup {manifest.get('backup_id')} is encrypted ({len(encrypted)} objects) and no decryption identity "
+            "was given",
+            step=step,
+            subject=where,
+            hint="pass the age identity from the vault (pgdr_backup_decryption_identities)",
+        )
+    mine = {str(identity.to_public()) for identity in parse_identities(identities, step)}
+    for obj in encrypted:
+        recipients = set((obj.get("encryption") or {}).get("recipients") or [])
+        if recipients and not (recipients & mine):
+            raise DRError(
+                f"none of the given age identities matches object {obj['name']} of backup {manifest.get('backup_id')}: "
+                f"it is encrypted to {', '.join(sorted(r[:16] + '...' for r in recipients))}",
+                step=step,
+                subject=where,
+                hint="use the identity whose public key (age-keygen -y) is one of those recipients",
+            )
+    return len(encrypted)
+
+
 class EncryptingWriter:
     """A write-only stream that age-encrypts what it receives into ``sink`` (another writer).
 
@@ -123,18 +151,24 @@ class EncryptingWriter:
 
 
 class _HashingReader(io.RawIOBase):
-    """Reads a stream (an S3 body) and hashes what passes."""
+    """Reads a stream (an S3 body) and hashes what passes; keeps the error the stream raised, which pyrage turns
+    into a DecryptError of its own."""
 
     def __init__(self, body, digest):
         self._body = body
         self._digest = digest
         self.size = 0
+        self.error = None
 
     def readable(self):
         return True
 
     def readinto(self, buffer):
-        data = self._body.read(len(buffer))
+        try:
+            data = self._body.read(len(buffer))
+        except BaseException as exc:
+            self.error = exc
+            raise
         n = len(data)
         buffer[:n] = data
         self._digest.update(data)
@@ -143,26 +177,42 @@ class _HashingReader(io.RawIOBase):
 
 
 class _Sink(io.RawIOBase):
+    """Hands decrypted bytes on; keeps the error the consumer raised (pg_restore gone, a full disk)."""
+
     def __init__(self, write):
         self._write = write
+        self.error = None
 
     def writable(self):
         return True
 
     def write(self, data):
-        self._write(bytes(data))
+        try:
+            self._write(bytes(data))
+        except BaseException as exc:
+            self.error = exc
+            raise
         return len(data)
 
 
 def decrypt_stream(body, stored_digest, identities, write):
-    """Decrypt an age stream from body into write(chunk); returns the stored size. Wrong keys are named."""
+    """Decrypt an age stream from body into write(chunk); returns the stored size.
+
+    A failure of the stream itself (S3 gone mid-object) or of the consumer is raised as that failure, not as a
+    decryption error (issue 9.10); only a real decryption failure says to check the identity."""
     reader = _HashingReader(body, stored_digest)
+    sink = _Sink(write)
     try:
-        pyrage.decrypt_io(io.BufferedReader(reader, 1024 * 1024), _Sink(write), identities)
-    except pyrage.DecryptError as exc:
-        raise DRError(
-            f"cannot decrypt: {exc}",
-            step="decrypt",
-            hint="use the age identity that matches one of the backup's recipients",
-        ) from exc
+        pyrage.decrypt_io(io.BufferedReader(reader, 1024 * 1024), sink, identities)
+    except Exception as exc:
+        cause = reader.error or sink.error
+        if cause is not None:
+            raise cause from None
+        if isinstance(exc, pyrage.DecryptError):
+            raise DRError(
+                f"cannot decrypt: {exc}",
+                step="decrypt",
+                hint="use the age identity that matches one of the backup's recipients",
+            ) from exc
+        raise
     return reader.size

@@ -34,14 +34,19 @@ hold masked values (:func:`mask`), errors name the store and the variable, not t
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import tempfile
+import time
 from urllib.parse import urlsplit
 
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 
 STORE_TYPES = ("dotenv", "ssm", "secretsmanager", "command")
@@ -182,6 +187,13 @@ class Store:
     def preflight(self):
         """Checks a check-mode run makes so that it fails where the real run would (no writes)."""
 
+    # Temporary files of killed runs that this run removed (dotenv), for the run's output.
+    cleaned = ()
+
+    def lock(self, purpose):
+        """The store's StoreLock (a context manager): one promote or rollback at a time."""
+        return StoreLock(host_lock_path(self.kind, self.label()), self.label(), purpose)
+
     # The rollback record of promote(): see promote.py.
     def default_record_location(self):
         raise NotImplementedError
@@ -313,15 +325,71 @@ def render_dotenv(text, values, remove=()):
     return "".join(out)
 
 
-def atomic_write(path, data, default_mode=0o600):
-    """Write bytes to path through a temporary file in the same folder and a rename; keep mode and owner."""
+TEMP_MARK = ".pgdr-"
+LEGACY_TEMP_STALE_S = 600
+_LEGACY_TEMP = re.compile(r"^\.(?P<base>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(path):
+    """The temporary copies of path that killed writers left (they hold every value of the file in clear).
+
+    A temporary file is ``.<name>.pgdr-<pid>-<random>.tmp``: stale once that process is gone. Older ones, named by
+    mkstemp alone (``.<name>.<8 characters>.tmp``), count as stale once untouched for LEGACY_TEMP_STALE_S.
+    Returns the paths removed (issue 9.9)."""
     folder = os.path.dirname(path) or "."
+    base = os.path.basename(path)
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        stale = False
+        prefix = f".{base}{TEMP_MARK}"
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            pid = name[len(prefix) :].split("-", 1)[0]
+            stale = pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+        else:
+            legacy = _LEGACY_TEMP.match(name)
+            if legacy and legacy["base"] == base:
+                try:
+                    stale = time.time() - os.lstat(os.path.join(folder, name)).st_mtime > LEGACY_TEMP_STALE_S
+                except OSError:
+                    stale = False
+        if stale:
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed.append(os.path.join(folder, name))
+            except OSError:
+                pass
+    return removed
+
+
+def atomic_write(path, data, default_mode=0o600, cleaned=None):
+    """Write bytes to path through a temporary file in the same folder and a rename; keep mode and owner.
+
+    The temporary file is mode 0600 and named after this process, so the next writer removes it when this one was
+    killed before the rename (those it removed are appended to ``cleaned``)."""
+    folder = os.path.dirname(path) or "."
+    stale = remove_stale_temp_files(path)
+    if cleaned is not None:
+        cleaned.extend(stale)
     try:
         info = os.stat(path)
         mode, owner = stat.S_IMODE(info.st_mode), (info.st_uid, info.st_gid)
     except FileNotFoundError:
         mode, owner = default_mode, None
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}{TEMP_MARK}{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -342,6 +410,81 @@ def atomic_write(path, data, default_mode=0o600):
         os.close(dir_fd)
 
 
+class StoreLock:
+    """One promote or rollback at a time per env store, the holder named (issue 9.7).
+
+    An flock(2) on a lock file: ``<file>.pgdr-lock`` next to a dotenv file (every run on the host that holds the
+    file sees it); for the other store kinds, a file per store under ``/var/tmp/pgdr-locks-<uid>/`` on the control
+    host (it keeps two runs on this host apart, not runs on two controllers). The kernel drops the lock when the
+    holder dies, so a killed run leaves nothing stale; the file keeps the last holder's description."""
+
+    def __init__(self, path, label, purpose):
+        self.path = path
+        self.label = label
+        self.purpose = purpose
+        self._fd = None
+
+    def acquire(self):
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fd)
+            os.close(fd)
+            who = (
+                f"{holder['purpose']} on {holder.get('host')} (pid {holder.get('pid')}) since {holder.get('since')}"
+                if holder
+                else "a run that is just starting"
+            )
+            raise DRError(
+                f"another promote or rollback of this store is running: {who}",
+                step="lock env store",
+                subject=self.label,
+                hint="wait for it to finish and check its result before running again",
+            ) from None
+        holder = {
+            "purpose": self.purpose,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": catalog.isoformat(catalog.utcnow()),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def _holder(fd):
+        """The holder's description; it writes it right after taking the lock, so wait a moment for it."""
+        for _ in range(20):
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                holder = {}
+            if holder.get("purpose"):
+                return holder
+            time.sleep(0.025)
+        return None
+
+    def release(self):
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
+
+
+def host_lock_path(kind, label):
+    digest = hashlib.sha256(label.encode()).hexdigest()[:16]
+    return os.path.join("/var/tmp", f"pgdr-locks-{os.getuid()}", f"{kind}-{digest}.lock")  # noqa: S108
+
+
 class DotenvStore(Store):
     kind = "dotenv"
 
@@ -351,6 +494,7 @@ class DotenvStore(Store):
         # Write through a symlink to its target, so the link stays a link.
         self.path = os.path.realpath(os.path.expanduser(path))
         self.given = path
+        self.cleaned = []
 
     def label(self):
         return f"dotenv store {self.given}"
@@ -389,7 +533,7 @@ class DotenvStore(Store):
     def _replace(self, text, names, step, values=()):
         self.preflight_for(names, step)
         try:
-            atomic_write(self.path, text.encode("utf-8", "surrogateescape"))
+            atomic_write(self.path, text.encode("utf-8", "surrogateescape"), cleaned=self.cleaned)
         except OSError as exc:
             raise self.error(
                 f"cannot write the file: {exc.strerror}",
@@ -418,6 +562,9 @@ class DotenvStore(Store):
     def default_record_location(self):
         return f"{self.path}.pgdr-rollback.json"
 
+    def lock(self, purpose):
+        return StoreLock(f"{self.path}.pgdr-lock", self.label(), purpose)
+
     def load_record(self, location):
         try:
             with open(location, encoding="utf-8") as fh:
@@ -434,7 +581,9 @@ class DotenvStore(Store):
 
     def save_record(self, location, record):
         try:
-            atomic_write(location, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o600)
+            atomic_write(
+                location, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o600, cleaned=self.cleaned
+            )
             os.chmod(location, 0o600)
         except OSError as exc:
             raise DRError(
@@ -921,6 +1070,8 @@ def ensure(store, values, check_mode=False, diff=False):
         store.preflight()
         return result
     store.write({s["name"]: values[s["name"]] for s in steps if s["action"] != "unchanged"})
+    if store.cleaned:
+        result["cleaned"] = list(store.cleaned)
     return result
 
 

@@ -1,8 +1,17 @@
 """A lock object in the bucket so that two runs against the same source never interleave.
 
-Taken with a conditional write (If-None-Match), renewed while the run lasts, released at the end. A lock
-whose holder stopped renewing it (killed run) goes stale after ``stale_after`` seconds; a lock taken on
-this host by a process that no longer exists is stale at once.
+Every change of the lock object is a compare-and-swap: it is taken with a conditional write (If-None-Match: *);
+a stale lock is taken over only by a write conditional on the stale lock's ETag (If-Match), so of two runs that
+both judge it stale exactly one gets it; renewals are conditional on the holder's own last ETag, so a run whose
+lock was taken over learns it (``lost``) instead of writing over the new holder; the release is a delete
+conditional on the same ETag. A lock whose holder stopped renewing it (killed run) goes stale after
+``stale_after`` seconds; a lock taken on this host by a process that no longer exists is stale at once.
+
+``confirm()`` renews the lock right now and fails when it was lost: a run calls it just before its commit, so it
+commits only while it holds a lock that nobody may take over for the next ``stale_after`` seconds.
+
+The servers this runs against must honour If-Match on PutObject and DeleteObject (AWS S3 does; SeaweedFS 4.48
+does, measured under concurrency by tests/integration/test_backup_races.py).
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import uuid
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
-from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import error_code
+from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import is_precondition_failed
 
 
 def _pid_alive(pid):
@@ -43,6 +52,10 @@ class SourceLock:
         self.renew_every = renew_every
         self.poll = poll
         self.waited = 0.0
+        self.etag = None
+        self.lost = None  # who took the lock over, once renewing it failed
+        self.took_over = None  # the stale holder this run took the lock from
+        self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
         self._body = {
@@ -77,19 +90,29 @@ class SourceLock:
             f"{self.target.where(self.key)} since {holder.get('taken_at')}, last renewed {age:.0f} s ago"
         )
 
+    def _write(self, step, **condition):
+        """One conditional write of the lock; True when it landed (then self.etag is ours), False when the
+        condition did not hold."""
+        try:
+            resp = self.target.put_bytes(self.key, self._payload(), step=step, **condition)
+        except DRError as exc:
+            if is_precondition_failed(exc):
+                return False
+            raise
+        self.etag = (resp or {}).get("ETag")
+        return True
+
     def acquire(self):
         started = time.monotonic()
         while True:
-            try:
-                self.target.put_bytes(self.key, self._payload(), step="take lock", if_none_match=True)
+            if self._write("take lock", if_none_match=True):
                 break
-            except DRError as exc:
-                cause = exc.__cause__
-                if error_code(cause) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
-                    raise
-            holder = self.holder()
+            holder, etag = self.target.get_json_etag(self.key, step="read lock")
             if holder is not None and self.is_stale(holder):
-                self.target.delete_keys([self.key], step="remove stale lock")
+                # Take it over only if it is still the stale lock we judged: of two runs doing this, one wins.
+                if self._write("take over stale lock", if_match=etag):
+                    self.took_over = self.describe(holder)
+                    break
                 continue
             if holder is not None and time.monotonic() - started >= self.wait:
                 raise DRError(
@@ -100,25 +123,50 @@ class SourceLock:
                 )
             time.sleep(self.poll)
         self.waited = time.monotonic() - started
+        self.lost = None
         SourceLock._held.add(self._body["token"])
         self._thread = threading.Thread(target=self._renew, name="lock-renew", daemon=True)
         self._thread.start()
         return self
 
+    def _renew_once(self, step):
+        """Renew the lock if it is still ours; note who took it otherwise."""
+        with self._write_lock:
+            if self.lost:
+                return False
+            if self._write(step, if_match=self.etag):
+                return True
+            holder = self.holder()
+            self.lost = self.describe(holder) if holder else "nobody (the lock object was removed)"
+            return False
+
     def _renew(self):
         while not self._stop.wait(self.renew_every):
             # The run itself reports S3 trouble; a missed renewal only shortens the lock's life.
             with contextlib.suppress(DRError):
-                self.target.put_bytes(self.key, self._payload(), step="renew lock")
+                if not self._renew_once("renew lock"):
+                    return
+
+    def confirm(self, step="confirm lock"):
+        """Renew now; raise when another run took the lock over (this run must then not commit anything)."""
+        if not self._renew_once(step) or self.lost:
+            raise DRError(
+                f"this run lost its lock to another run: {self.lost}",
+                step=step,
+                subject=self.target.where(self.key),
+                hint="this run stalled longer than lock_stale_after; nothing was committed by it. Check the other "
+                "run's result, and raise lock_stale_after if runs can stall this long",
+            )
 
     def release(self):
         SourceLock._held.discard(self._body["token"])
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
-        holder = self.holder()
-        if holder and holder.get("token") == self._body["token"]:
-            self.target.delete_keys([self.key], step="release lock")
+        with self._write_lock:
+            if not self.lost and self.etag:
+                # Conditional: a lock another run took over stays with it.
+                self.target.delete_if_match(self.key, self.etag, step="release lock")
 
     def __enter__(self):
         return self.acquire()

@@ -25,8 +25,11 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import (
     disarm,
     dumpspec,
     fingerprint,
+    lifeline,
     loader,
     pg,
+    runsafety,
+    signing,
     tabledata,
 )
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
@@ -68,6 +71,7 @@ class BackupRequest:
         now=None,
         encryption_recipients=(),
         sse=None,
+        signing_key=None,
     ):
         catalog.check_source_name(source)
         self.source = source
@@ -91,6 +95,9 @@ class BackupRequest:
         self.recipients = crypto.parse_recipients(self.recipient_texts) if self.recipient_texts else None
         self.sse_args = sse_arguments(sse)
         self.preflight = None  # (source facts, client tools), read once by _preflight()
+        self.written = runsafety.WriteLedger()  # pgdr guards (issue 9.1): the objects this run wrote
+        # pgdr guards (issue 9.6): the manifest is signed with this Ed25519 key (PEM), read before anything runs
+        self.signing_key = signing.load_private_key(signing_key) if signing_key else None
 
     def key(self, name):
         return catalog.backup_prefix(self.prefix, self.source, self.backup_id) + name
@@ -252,6 +259,7 @@ class _Store:
             concurrency=concurrency or request.concurrency,
             on_progress=progress.stored if progress else None,
             extra_args=request.sse_args,
+            ledger=request.written,  # what this run wrote: a failed run removes only that (runsafety)
         )
         self.sink = crypto.EncryptingWriter(self.writer, request.recipients) if request.recipients else self.writer
         self.compressor = zstandard.ZstdCompressor(
@@ -312,7 +320,8 @@ def _dump_object(request, obj, tools, conninfo, env, part_size, progress):
     progress.begin(obj.name)
     store = _Store(request, obj.name, request.object_key(obj), part_size, progress)
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors, env=env, bufsize=0)
+        # pgdr guards (issue 9.11): the tool stops when this process dies
+        proc = subprocess.Popen(lifeline.tool_argv(argv), stdout=subprocess.PIPE, stderr=errors, env=env, bufsize=0)
         try:
             if obj.name == "roles":
                 text = proc.stdout.read().decode("utf-8")
@@ -446,15 +455,9 @@ def _store_index(request, index, part_size):
 
 
 def _cleanup(request, step):
-    """Remove what an unfinished backup of this id left: in-progress uploads and objects without a manifest."""
+    """Remove what an earlier unfinished backup of this id left (never anything of a committed one): runsafety.py."""
     folder = catalog.backup_prefix(request.prefix, request.source, request.backup_id)
-    removed = []
-    for key, upload_id in request.target.list_uploads(folder, step=step):
-        request.target.abort_upload(key, upload_id, step=step)
-        removed.append(f"upload {key}")
-    keys = [key for key, _ in request.target.list_keys(folder, step=step)]
-    request.target.delete_keys(keys, step=step)
-    return removed + keys
+    return runsafety.remove_leftovers(request.target, folder, request.key(catalog.MANIFEST_NAME), step=step)
 
 
 class _Interrupted(BaseException):
@@ -505,15 +508,18 @@ def run(request):
             try:
                 manifest = _take(request, facts, tools, timings, started_wall)
                 manifest["timings"] = {k: round(v, 3) for k, v in timings.items()}
+                manifest = signing.sign(manifest, request.signing_key)  # pgdr guards (issue 9.6): signed last
                 body = json.dumps(manifest, indent=2, sort_keys=True).encode()
                 t0 = time.monotonic()
                 # Every object is there as written (nothing removed it while the backup ran), or no commit.
                 catalog.require_presence(request.target, manifest)
-                request.target.put_bytes(manifest_key, body, step="commit manifest", if_none_match=True)
+                # pgdr guards (issue 9.1): commit only while holding the lock; another run's commit is our result.
+                other = runsafety.commit_manifest(request.target, manifest_key, body, lock)
                 timings["manifest"] = time.monotonic() - t0
             except BaseException as exc:
                 try:
-                    _cleanup(request, step="remove the unfinished backup")
+                    # pgdr guards (issue 9.1): only this run's own objects, never a committed folder.
+                    runsafety.remove_own(request.target, manifest_key, request.written)
                 except DRError as cleanup_error:
                     if isinstance(exc, DRError):
                         exc.message += (
@@ -530,6 +536,8 @@ def run(request):
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if other is not None:  # pgdr guards (issue 9.1)
+        return runsafety.other_run_result(request, manifest_key, other, {"removed": []})
     return {
         "changed": True,
         "backup_id": request.backup_id,

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,9 +23,13 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import (
     crypto,
     dumpspec,
     fingerprint,
+    identity,
+    lifeline,
     loader,
     pg,
     project,
+    target_lock,
+    workfolder,
 )
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import (
@@ -85,6 +88,7 @@ class RestoreRequest:
         data_mode="stream",
         skip_extensions=(),
         disarm=True,
+        lock_wait=0,
     ):
         if mode not in MODES:
             raise DRError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}", step="plan restore")
@@ -125,6 +129,7 @@ class RestoreRequest:
         self.skip_extensions = list(skip_extensions or ())
         self.disarm = bool(disarm)
         self.version = int(manifest.get("manifest_version", 1))
+        self.lock_wait = lock_wait  # pgdr guards (issue 9.7): seconds to queue behind another restore of the target
 
     @property
     def where(self):
@@ -132,41 +137,10 @@ class RestoreRequest:
         return f"{host}:{port}/{self.database}"
 
 
-def _addresses(host):
-    try:
-        return {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return {host}
-
-
 def production_guard(request):
-    """Refuse a target that the inventory names as production, unless overridden with a typed confirmation."""
-    host, port, _ = pg.dsn_parts(request.target_dsn)
-    for entry in request.production:
-        same_host = _addresses(str(entry.get("host", ""))) & _addresses(host)
-        if (
-            same_host
-            and int(entry.get("port") or 5432) == port
-            and entry.get("database", "postgres") == request.database
-        ):
-            expected = request.where
-            if not request.allow_over_production:
-                raise DRError(
-                    "the restore target is the production database named in the inventory",
-                    step="safety check",
-                    subject=expected,
-                    hint="restore into staging; to really overwrite production set "
-                    f"allow_restore_over_production=true and confirm={expected}",
-                )
-            if request.confirm != expected:
-                raise DRError(
-                    "restoring over production needs a typed confirmation",
-                    step="safety check",
-                    subject=expected,
-                    hint=f"pass confirm={expected} exactly",
-                )
-            return {"production": True, "confirmed": True}
-    return {"production": False}
+    """Refuse a production target unless overridden with a typed confirmation: decided on the server's identity
+    (pgdr guards, issue 9.3: identity.py)."""
+    return identity.production_guard(request)
 
 
 def read_marker(conn, database):
@@ -461,7 +435,7 @@ def stream_verified(target, obj, write, identities=None, step="download"):
 def fetch_verified(target, obj, dest, identities=None, step="download"):
     """Download one object into the file dest, verified (see stream_verified)."""
     try:
-        with open(dest, "wb") as fh:
+        with workfolder.WorkFolder.open_private(dest) as fh:  # pgdr guards (issue 9.9): mode 0600
             return stream_verified(target, obj, fh.write, identities, step)
     except OSError as exc:
         raise DRError(
@@ -478,7 +452,9 @@ def restore_streamed(tool_argv, env, target, obj, identities, step, where):
     pg_restore writes into the temporary database as the bytes arrive; the object's SHA-256 is checked when
     the stream ends, and a mismatch fails the restore, so the database is dropped and never switched to."""
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(tool_argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env)
+        proc = subprocess.Popen(  # pgdr guards (issue 9.11): the tool stops when this process dies
+            lifeline.tool_argv(tool_argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors, env=env
+        )
         try:
             try:
                 verified = stream_verified(target, obj, proc.stdin.write, identities, "download")
@@ -518,7 +494,9 @@ def download_all(request, folder, names):  # names: _local_objects(request)
 
 def _run_tool(argv, env, step, where):
     with tempfile.TemporaryFile() as errors:
-        code = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=errors, env=env, check=False).returncode
+        code = subprocess.run(  # pgdr guards (issue 9.11): the tool stops when this process dies
+            lifeline.tool_argv(argv), stdout=subprocess.DEVNULL, stderr=errors, env=env, check=False
+        ).returncode
         if code != 0:
             raise _tool_failed(argv[0], code, errors, step, where)
 
@@ -560,6 +538,12 @@ def _drop(conn, database):
 
 def run(request):
     """Restore unless the target already holds this backup. Returns the result the module reports."""
+    # pgdr guards (issue 9.7): one restore at a time per target database; the lock's session is the admin session.
+    with target_lock.for_request(request) as lock:
+        return _run(request, lock.conn)
+
+
+def _run(request, admin):
     if not HAS_ZSTD:
         raise DRError("the zstandard Python package is not installed", step="start", hint="run 'make setup'")
     started = time.monotonic()
@@ -576,12 +560,15 @@ def run(request):
     tools = _tools(request)
     steps = _Steps(request.progress_file)
     steps.line(f"restore of backup {request.backup_id} into {request.where} started")
-    os.makedirs(request.workdir, exist_ok=True)
-    folder = tempfile.mkdtemp(prefix=f"pgdr-restore-{request.backup_id}-", dir=request.workdir)
-    admin = pg.connect(request.target_dsn, step="connect restore target", autocommit=True)
+    # pgdr guards (issue 9.9): a 0700 folder of this run's own; killed runs' folders are removed (and said so).
+    work = workfolder.WorkFolder(request.workdir, "restore", request.backup_id, f"restore {request.backup_id}")
+    folder = work.path
+    for note in work.notes():
+        steps.line(note)
     created = False
     report = {}
     try:
+        identity.check_same_server(admin, current["production_guard"], request.where)  # pgdr guards (issue 9.3)
         files, verified = steps.run("download_verify", download_all, request, folder, _local_objects(request))
         if request.mode == "new_database":
             steps.run("create_database", _create_temp_database, admin, request)
@@ -617,7 +604,7 @@ def run(request):
         raise
     finally:
         admin.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        work.remove()
     return {
         "changed": True,
         "database": request.database,
@@ -628,6 +615,7 @@ def run(request):
         "report": report,
         "timings": steps.timings,
         "duration_s": round(time.monotonic() - started, 3),
+        "cleaned": work.notes(),  # pgdr guards (issue 9.9)
         "msg": f"backup {request.backup_id} restored into {request.where} in {time.monotonic() - started:.1f} s",
     }
 

@@ -93,7 +93,50 @@ def _check_record_target(record, target_name, location):
         )
 
 
-def promote(
+def _locked(store, check_mode, purpose, func, *args, **kwargs):
+    """Run func holding the store's lock (issue 9.7): two promotes, or a promote and a rollback, never interleave.
+    Check mode takes no lock (it writes nothing)."""
+    if check_mode:
+        return func(*args, **kwargs)
+    with store.lock(purpose):
+        result = func(*args, **kwargs)
+    if store.cleaned:
+        result["cleaned"] = list(store.cleaned)
+    return result
+
+
+def promote(store, values, target_name, record_location=None, check_mode=False, **kwargs):
+    """Swap the store's values for ``values``, keeping the previous ones in the rollback record."""
+    return _locked(
+        store,
+        check_mode,
+        f"promote {target_name}",
+        _promote,
+        store,
+        values,
+        target_name,
+        record_location,
+        check_mode,
+        **kwargs,
+    )
+
+
+def rollback(store, target_name, record_location=None, check_mode=False, **kwargs):
+    """Put back the values the last promote replaced, and mark the record rolled back."""
+    return _locked(
+        store,
+        check_mode,
+        f"rollback {target_name}",
+        _rollback,
+        store,
+        target_name,
+        record_location,
+        check_mode,
+        **kwargs,
+    )
+
+
+def _promote(
     store,
     values,
     target_name,
@@ -103,7 +146,6 @@ def promote(
     reason=None,
     initiator=None,
 ):
-    """Swap the store's values for ``values``, keeping the previous ones in the rollback record."""
     check_names(values, store.label())
     values = {k: str(v) for k, v in values.items()}
     if not values:
@@ -166,8 +208,7 @@ def promote(
     return result
 
 
-def rollback(store, target_name, record_location=None, check_mode=False, diff=False, reason=None):
-    """Put back the values the last promote replaced, and mark the record rolled back."""
+def _rollback(store, target_name, record_location=None, check_mode=False, diff=False, reason=None):
     location = record_location or store.default_record_location()
     record = store.load_record(location)
     if not record:

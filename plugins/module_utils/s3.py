@@ -25,6 +25,7 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10000
 MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
 NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
+PRECONDITION_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412")
 
 _HINTS = {
     "NoSuchBucket": "create the bucket or fix the bucket name in the inventory",
@@ -45,6 +46,13 @@ def error_code(exc):
 
 def is_not_found(exc):
     return error_code(exc) in NOT_FOUND_CODES
+
+
+def is_precondition_failed(exc):
+    """A conditional request (IfMatch / IfNoneMatch) whose condition did not hold; exc may be a DRError raised from
+    the botocore error."""
+    exc = exc.__cause__ if isinstance(exc, DRError) else exc
+    return error_code(exc) in PRECONDITION_CODES
 
 
 def translate(exc, step, subject):
@@ -143,24 +151,40 @@ class S3Target:
 
     def get_json(self, key, step="read object"):
         """The JSON object at key, or None when it does not exist."""
+        return self.get_json_etag(key, step)[0]
+
+    def get_json_etag(self, key, step="read object"):
+        """(the JSON object at key, its ETag), or (None, None) when it does not exist. The ETag is what a
+        compare-and-swap (put_bytes(if_match=...), delete_if_match) names."""
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            resp = self.client.get_object(Bucket=self.bucket, Key=key)
+            body = resp["Body"].read()
         except S3_ERRORS as exc:
             if is_not_found(exc):
-                return None
+                return None, None
             raise translate(exc, step, self.where(key)) from exc
         try:
-            return json.loads(body)
+            return json.loads(body), resp.get("ETag")
         except ValueError as exc:
             raise DRError(f"not valid JSON: {exc}", step=step, subject=self.where(key)) from exc
 
     def put_bytes(
-        self, key, data, step="write object", if_none_match=False, content_type="application/json", extra_args=None
+        self,
+        key,
+        data,
+        step="write object",
+        if_none_match=False,
+        content_type="application/json",
+        extra_args=None,
+        if_match=None,
     ):
-        """Write a small object with its SHA-256 checksum; with if_none_match, only when it does not exist yet."""
+        """Write a small object with its SHA-256 checksum; with if_none_match, only when it does not exist yet;
+        with if_match (an ETag), only when the object is still that version (compare-and-swap)."""
         extra = dict(extra_args or {})
         if if_none_match:
             extra["IfNoneMatch"] = "*"
+        if if_match:
+            extra["IfMatch"] = if_match
         try:
             return self.client.put_object(
                 Bucket=self.bucket,
@@ -204,6 +228,17 @@ class S3Target:
         except S3_ERRORS as exc:
             if not is_not_found(exc):
                 raise translate(exc, step, self.where(key)) from exc
+
+    def delete_if_match(self, key, etag, step="delete object"):
+        """Delete key only while it is the version etag names. True when deleted; False when it is gone or was
+        replaced (then it is someone else's object now and stays)."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+        except S3_ERRORS as exc:
+            if is_not_found(exc) or is_precondition_failed(exc):
+                return False
+            raise translate(exc, step, self.where(key)) from exc
+        return True
 
     def delete_keys(self, keys, step="delete objects"):
         for key in keys:
@@ -310,7 +345,9 @@ class MultipartWriter:
     PUT. Nothing is visible under the key until ``close()`` completes; ``abort()`` removes every part.
     """
 
-    def __init__(self, target, key, part_size=16 * 1024 * 1024, concurrency=3, extra_args=None, on_progress=None):
+    def __init__(
+        self, target, key, part_size=16 * 1024 * 1024, concurrency=3, extra_args=None, on_progress=None, ledger=None
+    ):
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {MIN_PART_SIZE} bytes")
         self.target = target
@@ -321,6 +358,9 @@ class MultipartWriter:
         self.size = 0
         self.parts = []
         self.upload_id = None
+        self.etag = None
+        # A WriteLedger (runsafety.py) noting the object once it exists, so a failed run removes only its own.
+        self.ledger = ledger
         self._sha = hashlib.sha256()
         self._buffer = bytearray()
         # The object's own SHA-256 is computed in order on one thread of its own, off the caller's thread.
@@ -412,7 +452,7 @@ class MultipartWriter:
         try:
             if self.upload_id is None and not self._futures:
                 self._sha.update(data)
-                self.target.put_bytes(
+                resp = self.target.put_bytes(
                     self.key, data, step="upload", content_type="application/octet-stream", extra_args=self.extra_args
                 )
             else:
@@ -420,12 +460,15 @@ class MultipartWriter:
                     self._submit(data)
                 self.parts = [future.result() for future in self._futures]
                 self._hasher.shutdown(wait=True)
-                self.target.client.complete_multipart_upload(
+                resp = self.target.client.complete_multipart_upload(
                     Bucket=self.target.bucket,
                     Key=self.key,
                     UploadId=self.upload_id,
                     MultipartUpload={"Parts": self.parts},
                 )
+            self.etag = (resp or {}).get("ETag")
+            if self.ledger is not None:
+                self.ledger.wrote(self.key, self.etag)
         except S3_ERRORS as exc:
             raise translate(exc, "complete upload", self.target.where(self.key)) from exc
         finally:

@@ -21,7 +21,72 @@ author: pgdr authors
 extends_documentation_fragment:
   - pgdr.supabase.s3
   - pgdr.supabase.primary_s3
+  - pgdr.supabase.manifest_trust
 options:
+  secondary_s3:
+    description:
+      - The immutable (Object Lock) bucket holding the backup's locked copy, same keys as O(s3). When given, the
+        primary manifest is compared byte for byte with the oldest version of the locked copy before anything else
+        is read. Identical, the primary is used; different, the locked copy is used when its signature verifies
+        (RV(trust) says so), else the task fails. A backup without a locked copy yet is used from the primary.
+      - Omit when restoring from the immutable bucket itself.
+    type: dict
+    suboptions:
+      bucket:
+        description: Bucket with Object Lock enabled.
+        type: str
+        required: true
+      endpoint_url:
+        description: S3 endpoint; omit for AWS's default endpoint of O(secondary_s3.region).
+        type: str
+      region:
+        description: Region used for signing.
+        type: str
+        default: us-east-1
+      access_key:
+        description: Access key id. Omit to use the host's AWS credential chain.
+        type: str
+      secret_key:
+        description: Secret access key. Never logged.
+        type: str
+      session_token:
+        description: Session token of temporary credentials. Never logged.
+        type: str
+      ca_bundle:
+        description: CA certificate file to verify the endpoint's TLS certificate with.
+        type: path
+      validate_certs:
+        description: Verify the endpoint's TLS certificate.
+        type: bool
+        default: true
+      checksums:
+        description: When boto3 adds its own CRC checksums (see O(s3.checksums)).
+        type: str
+        default: when_required
+        choices: [when_required, when_supported]
+      sse:
+        description: Not used here (reading only).
+        type: dict
+        suboptions:
+          algorithm:
+            description: Not used here.
+            type: str
+            choices: [AES256, aws:kms]
+          kms_key_id:
+            description: Not used here.
+            type: str
+  decryption_identities:
+    description:
+      - age identities (C(AGE-SECRET-KEY-1...)) the restore will decrypt with, from a vault or a lookup; never
+        logged. With O(require_decryption), checked against the backup's recipients before the checksum pass, so a
+        missing or wrong identity is reported first, not after minutes of reading.
+    type: list
+    elements: str
+    default: []
+  require_decryption:
+    description: Fail before the checksum pass when the backup is encrypted and no given identity matches it.
+    type: bool
+    default: false
   source:
     description: Source name whose backups are considered.
     type: str
@@ -92,14 +157,25 @@ trusted:
   description: With O(from_secondary), which secure-copy record named the versions read.
   returned: with O(from_secondary)
   type: str
+trust:
+  description:
+    - Why the manifest was trusted, checked before any object was read. C(signature) (V(valid), or
+      V(unsigned, allowed by allow_unsigned=<id>)), C(key_id), C(trusted) (V(primary), V(primary (byte-identical to the
+      locked copy)) or V(locked)), C(locked_copy) (where it was found, or none), C(warnings).
+  returned: always
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
     backup_set_spec,
     fail,
+    long_running,
+    manifest_trust_spec,
     optional_s3_spec,
+    s3_spec,
     s3_target,
 )
 
@@ -108,33 +184,58 @@ def main():
     module = AnsibleModule(
         argument_spec={
             **backup_set_spec(),
+            **manifest_trust_spec(),
             "backup": {"type": "str", "default": "latest"},
             "verify": {"type": "str", "default": "full", "choices": ["full", "exists", "none"]},
             "from_secondary": {"type": "bool", "default": False},
             "primary_s3": optional_s3_spec(),
+            "secondary_s3": dict(s3_spec(), required=False),
+            "decryption_identities": {"type": "list", "elements": "str", "default": [], "no_log": True},
+            "require_decryption": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, immutable, selection
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone
+    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, immutable, selection, signing
 
     p = module.params
     try:
+        keys = signing.parse_public_keys(p["manifest_public_keys"])
         target = s3_target(p["s3"])
         target.check_bucket(step="select backup")
         extra = {}
         if p["from_secondary"]:
+            # The exact locked versions the secure-copy record names; the manifest's signature is still checked.
             primary = s3_target(p["primary_s3"]) if p["primary_s3"] else None
             rows = immutable.list_secured(target, p["prefix"], p["source"], primary=primary)
             row = selection.resolve(target, p["prefix"], p["source"], p["backup"], rows=rows)
             manifest, _record, info = immutable.load_secured(
                 target, p["prefix"], p["source"], row["backup_id"], primary=primary
             )
+            key = catalog.manifest_key(p["prefix"], p["source"], row["backup_id"])
+            trust = {"manifest_key": key, "locked_copy": target.where(key), "warnings": list(info["warnings"])}
+            trust.update(
+                signing.verify(
+                    manifest,
+                    keys,
+                    p["allow_unsigned"],
+                    signing.folder_of(p["prefix"], p["source"], row["backup_id"]),
+                    target.where(key),
+                ),
+                trusted=f"locked (as named by {info['trusted']})",
+            )
             extra["trusted"] = info["trusted"]
-            for warning in info["warnings"]:
-                module.warn(warning)
         else:
             row = selection.resolve(target, p["prefix"], p["source"], p["backup"])
-            manifest = selection.load_manifest(target, p["prefix"], p["source"], row["backup_id"])
+            # Trusted before any object is read: signature, keys inside the folder, the locked copy.
+            secondary = s3_target(p["secondary_s3"]) if p["secondary_s3"] else None
+            manifest, trust = signing.trusted_manifest(
+                target, p["prefix"], p["source"], row["backup_id"], keys, p["allow_unsigned"], secondary
+            )
+        for warning in trust["warnings"]:
+            module.warn(warning)
+        if p["require_decryption"]:  # before the checksum pass
+            crypto.check_can_decrypt(manifest, p["decryption_identities"], target.where(trust["manifest_key"]))
         if p["verify"] == "full":
             verified = selection.verify_objects(target, manifest)
         elif p["verify"] == "exists":
@@ -149,12 +250,12 @@ def main():
             manifest=manifest,
             verified=verified,
             age_s=round(age, 1),
-            msg=f"backup {row['backup_id']} of {p['source']} chosen ({p['backup']}); "
-            f"{len(verified)} objects verified ({p['verify']})"
-            + (f"; read from the locked copy as named by {extra['trusted']}" if extra else ""),
+            trust=trust,
+            msg=f"backup {row['backup_id']} of {p['source']} chosen ({p['backup']}); manifest {trust['signature']}, "
+            f"trusted copy {trust['trusted']}; {len(verified)} objects verified ({p['verify']})",
             **extra,
         )
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

@@ -78,7 +78,12 @@ values:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
+    fail,
+    long_running,
+    warn_cleaned,
+)
 
 
 def main():
@@ -94,6 +99,7 @@ def main():
         required_if=[("state", "present", ["values"]), ("state", "read", ["names"])],
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     p = module.params
     try:
         store = envstore.make_store(p["store"])
@@ -103,8 +109,9 @@ def main():
         result = envstore.ensure(store, p["values"], check_mode=module.check_mode, diff=module._diff)
         actions = [f"{s['name']}: {s['action']}" for s in result["plan"]]
         result["msg"] = f"{store.label()}: " + ", ".join(actions)
+        warn_cleaned(module, result)
         module.exit_json(**result)
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

@@ -92,6 +92,14 @@ options:
     type: list
     elements: str
     default: []
+  signing_key:
+    description:
+      - Ed25519 private key (PEM, PKCS#8, no passphrase) that signs the manifest, from a vault on the backup hosts
+        only; never logged. Restores trust a manifest only when its signature verifies with one of their trusted
+        public keys (M(pgdr.supabase.backup_select) O(pgdr.supabase.backup_select#module:manifest_public_keys)).
+      - Without it the manifest is unsigned (the module warns) and a restore refuses it unless told, by its backup
+        id, to accept it.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -155,11 +163,21 @@ cleaned:
   returned: always
   type: list
   elements: str
+progress_file:
+  description: The file the progress lines went to (O(progress_file)), or null.
+  returned: always
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import backup_set_spec, fail, s3_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
+    backup_set_spec,
+    fail,
+    long_running,
+    s3_target,
+)
 
 
 def main():
@@ -179,9 +197,11 @@ def main():
             "lock_stale_after": {"type": "int", "default": 600},
             "progress_file": {"type": "path"},
             "encryption_recipients": {"type": "list", "elements": "str", "default": []},
+            "signing_key": {"type": "str", "no_log": True},
         },
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup
 
     p = module.params
@@ -204,7 +224,10 @@ def main():
             progress_file=p["progress_file"],
             encryption_recipients=p["encryption_recipients"],
             sse=p["s3"].get("sse"),
+            signing_key=p["signing_key"],
         )
+        if not p["signing_key"]:
+            module.warn("the manifest is not signed (no signing_key): restores refuse it unless named by its backup id")
         plan = logical_backup.plan(request)
         existing = plan.pop("existing_manifest")
         if module.check_mode or existing:
@@ -218,8 +241,11 @@ def main():
             result = logical_backup.run(request)
             result["plan"] = plan
         result["manifest_key"] = plan["manifest_key"]
+        result["progress_file"] = p["progress_file"]
+        if "manifest" in result:
+            result["manifest"]["schema"].pop("objects", None)
         module.exit_json(**result)
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

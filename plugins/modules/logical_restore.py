@@ -22,13 +22,25 @@ description:
     refreshed; webhooks are created disabled and cron jobs inactive unless O(disarm=false).
   - The restored database carries a marker naming the backup it holds; a second run with the same backup changes
     nothing.
-  - Refuses a target that O(production) names (same host, port and database) unless O(allow_over_production)
-    and a typed O(confirm).
+  - Checks the manifest first, before any object is read - its signature against O(manifest_public_keys) and that
+    every object key lies inside the backup's own folder - and refuses it otherwise.
+  - Refuses a production target unless O(allow_over_production) and a typed O(confirm). Production is decided on
+    the server's identity (C(system_identifier) from C(pg_control_system()) and the database written, read through
+    the restore's own session), compared with O(production) entries and with the backup's own source; the host and
+    port of O(production) entries are compared too. It refuses when the identity cannot be read.
+  - One restore at a time per target database (a PostgreSQL advisory lock held by its admin session); it stops
+    cleanly on SIGTERM or when its controller is gone, dropping its temporary database and work files.
 version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
   - pgdr.supabase.s3
+  - pgdr.supabase.manifest_trust
 options:
+  prefix:
+    description:
+      - Key prefix of the backups in the bucket. When given, every object key of the manifest must lie in
+        C(<prefix>/<source>/logical/<backup id>/); without it, in a folder of that shape under any prefix.
+    type: str
   target_dsn:
     description:
       - Connection string of the target server, as a role that may create databases. Its database is the one
@@ -67,11 +79,17 @@ options:
     description: Folder of pg_restore and psql; default the backup's major version, then PATH.
     type: path
   workdir:
-    description: Folder for the verified local copy (removed afterwards); needs the backup's uncompressed size free.
+    description:
+      - Folder for the verified local copy, in a folder of the run's own inside it (mode 0700, files 0600, removed
+        on every exit path, SIGTERM included); needs the backup's uncompressed size free.
+      - Work folders that killed runs on this host left there are removed first and listed in RV(cleaned).
     type: path
     default: /var/tmp
   production:
-    description: Databases the inventory names as production, as dicts with C(host), C(port) and C(database).
+    description:
+      - Databases the inventory names as production, as dicts with C(system_identifier) (of the server, from
+        C(select system_identifier from pg_control_system())) and C(database), and optionally C(host) and C(port)
+        (compared too, an extra refusal). The backup's own source (its manifest) always counts as production.
     type: list
     elements: dict
     default: []
@@ -114,6 +132,13 @@ options:
     type: list
     elements: str
     default: []
+  lock_wait:
+    description:
+      - Seconds to wait for another restore into the same target database before failing. Two restores into one
+        target never interleave; the first holds a PostgreSQL advisory lock on the target server (its session's
+        C(application_name) names it), and the second fails naming it, or waits this long.
+    type: int
+    default: 0
 attributes:
   check_mode:
     support: full
@@ -148,7 +173,11 @@ backup_id:
   returned: always
   type: str
 plan:
-  description: The database, the steps, the disk needed and the production check.
+  description: The database, the steps, the disk needed and the production check (with the target's identity).
+  returned: always
+  type: dict
+trust:
+  description: Why the manifest was trusted (C(signature) V(valid) or the named unsigned override, C(key_id)).
   returned: always
   type: dict
 marker:
@@ -172,11 +201,33 @@ duration_s:
   description: Seconds the restore took.
   returned: when a restore ran
   type: float
+cleaned:
+  description: Work folders of killed restores on this host that this run removed (they may hold decrypted dumps).
+  returned: when a restore ran
+  type: list
+  elements: str
+progress_file:
+  description: The file the progress lines went to (O(progress_file)), or null.
+  returned: when a restore ran
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail, s3_spec, s3_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
+    fail,
+    long_running,
+    manifest_trust_spec,
+    s3_spec,
+    s3_target,
+    warn_cleaned,
+)
+
+
+def warn_guard(module, plan):
+    for warning in (plan.get("production_guard") or {}).get("warnings") or ():
+        module.warn(warning)
 
 
 def main():
@@ -200,13 +251,23 @@ def main():
             "data_mode": {"type": "str", "default": "stream", "choices": ["stream", "file"]},
             "skip_extensions": {"type": "list", "elements": "str", "default": []},
             "disarm": {"type": "bool", "default": True},
+            "lock_wait": {"type": "int", "default": 0},
+            "prefix": {"type": "str"},
+            **manifest_trust_spec(),
         },
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
+    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_restore, signing
 
     p = module.params
     try:
+        # The manifest is checked before any object is read (issue 9.6): signature, keys inside the folder.
+        m = p["manifest"]
+        folder = catalog.backup_prefix(p["prefix"], m["source"]["name"], m["backup_id"]) if p["prefix"] else None
+        trust = signing.verify(
+            m, signing.parse_public_keys(p["manifest_public_keys"]), p["allow_unsigned"], folder, step="check manifest"
+        )
         request = logical_restore.RestoreRequest(
             p["target_dsn"],
             p["manifest"],
@@ -226,22 +287,30 @@ def main():
             data_mode=p["data_mode"],
             skip_extensions=p["skip_extensions"],
             disarm=p["disarm"],
+            lock_wait=p["lock_wait"],
         )
         if module.check_mode:
             plan = logical_restore.plan(request)
+            warn_guard(module, plan)
             done = plan["action"] == "none"
             module.exit_json(
                 changed=not done,
                 database=request.database,
                 backup_id=request.backup_id,
                 plan=plan,
+                trust=trust,
                 marker=plan["marker"],
                 msg=f"{request.where} holds backup {request.backup_id} already"
                 if done
                 else f"would restore backup {request.backup_id} into {request.where}",
             )
-        module.exit_json(**logical_restore.run(request))
-    except Exception as exc:  # the one error path
+        result = logical_restore.run(request)
+        warn_guard(module, result["plan"])
+        result["progress_file"] = p["progress_file"]
+        result["trust"] = trust
+        warn_cleaned(module, result)
+        module.exit_json(**result)
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

@@ -67,7 +67,12 @@ duration_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail, pgbackrest_config_spec
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
+    fail,
+    long_running,
+    pgbackrest_config_spec,
+)
 
 
 def main():
@@ -79,6 +84,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
 
     p = module.params
@@ -105,7 +111,7 @@ def main():
             duration_s=taken["duration_s"],
             msg=f"took {backup['type']} backup {backup['label']} in {taken['duration_s']} s",
         )
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

@@ -127,7 +127,7 @@ marker:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import Interrupted, fail, long_running
 
 
 def main():
@@ -152,6 +152,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     p = module.params
     try:
         request = pb.RestoreRequest(
@@ -187,7 +188,7 @@ def main():
         result.update(common)
         result["msg"] = pb.describe_result(result)
         module.exit_json(**result)
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

@@ -98,7 +98,12 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
+    fail,
+    long_running,
+    warn_cleaned,
+)
 
 
 def main():
@@ -118,6 +123,7 @@ def main():
         required_if=[("action", "promote", ["values"])],
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     p = module.params
     try:
         var = "promote_confirm" if p["action"] == "promote" else "rollback_confirm"
@@ -131,8 +137,9 @@ def main():
             )
         else:
             result = promote.rollback(store, p["target_name"], reason=p["reason"], **common)
+        warn_cleaned(module, result)
         module.exit_json(**result)
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

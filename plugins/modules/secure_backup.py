@@ -186,8 +186,10 @@ run_warnings:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
     backup_set_spec,
     fail,
+    long_running,
     s3_spec,
     s3_target,
 )
@@ -213,6 +215,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     from ansible_collections.pgdr.supabase.plugins.module_utils import immutable
     from ansible_collections.pgdr.supabase.plugins.module_utils.selection import parse_time
 
@@ -248,7 +251,7 @@ def main():
         if result["tampered"]:
             module.fail_json(**dict(result, msg=result["tampering"]))
         module.exit_json(**result)
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

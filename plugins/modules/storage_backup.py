@@ -171,7 +171,13 @@ cross_check:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import backup_set_spec, fail, s3_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
+    backup_set_spec,
+    fail,
+    long_running,
+    s3_target,
+)
 
 
 def main():
@@ -193,6 +199,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     p = module.params
     try:
         result = storage_assets.backup_assets(
@@ -223,7 +230,7 @@ def main():
         )
         storage_assets.report_missing(module, result, p["fail_on_missing"], "the storage backup")
         module.exit_json(**result)
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

@@ -183,7 +183,13 @@ cross_check:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import backup_set_spec, fail, s3_target
+from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
+    backup_set_spec,
+    fail,
+    long_running,
+    s3_target,
+)
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 
@@ -210,6 +216,7 @@ def main():
         },
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     p = module.params
     try:
         backup = s3_target(p["s3"])
@@ -258,7 +265,7 @@ def main():
             result["cross_check"] = sa.cross_check(p["cross_check_dsn"], manifest, p["buckets"], p["plan_limit"])
             sa.report_missing(module, result, p["fail_on_missing"], f"storage run {run_id}")
         module.exit_json(**result)
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
 
 

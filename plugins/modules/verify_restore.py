@@ -187,10 +187,12 @@ marker:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import (
+    Interrupted,
     check_command_spec,
     exit_checks,
     exit_checks_skipped,
     fail,
+    long_running,
     s3_spec,
     s3_target,
 )
@@ -266,6 +268,7 @@ def main():
         required_by={"manifest_key": "s3", "backup_id": ("s3", "source")},
         supports_check_mode=True,
     )
+    long_running(module)  # stops cleanly on SIGTERM and when the controller is gone
     from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore, pg, verify
 
     p = module.params
@@ -305,7 +308,7 @@ def main():
         )
         result["backup_id"] = manifest.get("backup_id")
         result["marker"] = marker
-    except Exception as exc:  # the one error path
+    except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)
     exit_checks(module, result)
 

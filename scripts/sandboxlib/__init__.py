@@ -91,6 +91,8 @@ def up(root: str | os.PathLike | None = None) -> dict:
             save_state(state)
         _write_env_files(state)
         extras.ensure_age_key(state)
+        extras.ensure_signing_key(state)
+        extras.ensure_identities(state, TARGETS)
         extras.start_api(state)
         extras.start_sessions(state)
         save_state(state)

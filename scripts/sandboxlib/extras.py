@@ -1,10 +1,12 @@
-"""The sandbox's smaller pieces: an age key pair for client-side encryption, and two detached processes like
-SeaweedFS: the local stand-in of the Supabase Management API (scripts/supabase_api_standin.py) and the platform
-services' sessions (scripts/platform_sessions.py), which keep the projects' postgres databases in use as PostgREST,
-Auth and Storage do on a hosted project."""
+"""The sandbox's smaller pieces: an age key pair for client-side encryption, an Ed25519 key pair that signs
+backup manifests, each cluster's system identifier (the production guard decides on it), and two detached
+processes like SeaweedFS: the local stand-in of the Supabase Management API (scripts/supabase_api_standin.py) and
+the platform services' sessions (scripts/platform_sessions.py), which keep the projects' postgres databases in use
+as PostgREST, Auth and Storage do on a hosted project."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -17,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .common import SandboxError, pid_alive, say, tail
+from .common import PG_BIN, SandboxError, pid_alive, run, say, tail
 from .state import PLATFORM_LOGINS, PORT_RANGE, REPO, TARGETS, port_free
 
 READY_TIMEOUT = 15
@@ -39,6 +41,42 @@ def ensure_age_key(state: dict) -> bool:
     state["age"] = {"identity_file": str(identity_file), "recipient": str(identity.to_public())}
     say("age: made the sandbox's backup encryption key")
     return True
+
+
+def ensure_signing_key(state: dict) -> bool:
+    """An Ed25519 key pair that signs backup manifests: the private key under <dir>/secrets (root-only), the
+    public key in the state (the inventory lists it as trusted); made once."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key_file = Path(state["dir"]) / "secrets" / "manifest-signing-key.pem"
+    if state.get("signing") and key_file.exists():
+        return False
+    key_file.parent.mkdir(mode=0o700, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    state["signing"] = {"private_key_file": str(key_file), "public_key": "ed25519:" + base64.b64encode(raw).decode()}
+    say("signing: made the sandbox's manifest signing key")
+    return True
+
+
+def ensure_identities(state: dict, targets) -> None:
+    """Each cluster's system identifier (from pg_controldata, which needs no SQL privilege), as the inventory of a
+    real deployment records production's."""
+    for name in targets:
+        target = state[name]
+        if target.get("system_identifier"):
+            continue
+        out = run([PG_BIN / "pg_controldata", "-D", target["data_dir"]], as_postgres=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Database system identifier:"):
+                target["system_identifier"] = line.split(":", 1)[1].strip()
+        if not target.get("system_identifier"):
+            raise SandboxError(f"pg_controldata printed no system identifier for {name}")
 
 
 def _api(state: dict) -> dict:

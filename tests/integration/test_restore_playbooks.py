@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from backup_helpers import drop_database, dsn_for
+from backup_helpers import drop_database, dsn_for, signing_key
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_backup
 
@@ -21,7 +21,13 @@ def take_backup(state, target, prefix):
     """A backup with an id of its own (a random past moment), so its restored database is this test's alone."""
     moment = dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=random.randrange(10**8))
     req = logical_backup.BackupRequest(
-        "production", state["production"]["dsn"], target, prefix=prefix, window="every_run", now=moment
+        "production",
+        state["production"]["dsn"],
+        target,
+        prefix=prefix,
+        window="every_run",
+        now=moment,
+        signing_key=signing_key(state),
     )
     return logical_backup.run(req)["manifest"]
 
@@ -211,7 +217,7 @@ def test_production_is_refused_without_typed_confirmation(run_playbook, sandbox,
     extra = {"pgdr_restore_target_dsn": sandbox["production"]["dsn"], "pgdr_restore_mode": "project"}
     run = run_playbook("restore.yml", restore_vars(prefix, tmp_path, **extra))
     assert run.rc != 0
-    assert "the restore target is the production database named in the inventory" in run.stdout
+    assert "the restore target is a production database" in run.stdout
     where = f"{sandbox['production']['host']}:{sandbox['production']['port']}/postgres"
     assert f"confirm={where}" in run.stdout
     with psycopg.connect(sandbox["production"]["dsn"]) as conn:
