@@ -14,10 +14,13 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # pgBackRest (physical backups), openssl (the sandbox's certificates).
 APT_PACKAGES := postgresql-15 postgresql-client-15 postgresql-15-cron postgresql-15-pgtap \
   libtap-parser-sourcehandler-pgtap-perl pgbackrest openssl
-# Only the tests need these: chromium renders the drill's report pages in a real (headless) browser.
+# Only the tests need these: chromium renders the drill's report pages in a real (headless) browser; npm installs
+# the Supabase CLI, an independent client of the Management API stand-in and of the sandbox's databases.
 TEST_APT_PACKAGES := chromium
+SUPABASE_CLI_VERSION := 2.117.0
+SUPABASE_CLI := .tools/supabase-cli/node_modules/.bin/supabase
 
-.PHONY: help setup system-packages test-packages drill test lint unit sandbox-up sandbox-down sandbox-status bench bench-restore clean
+.PHONY: help setup system-packages test-packages test-clients drill test lint unit sandbox-up sandbox-down sandbox-status bench bench-restore clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -32,6 +35,11 @@ test-packages:
 	@scripts/ensure-system-packages $(TEST_APT_PACKAGES) || \
 	  echo "test packages: $(TEST_APT_PACKAGES) not installed; the browser tests will be skipped"
 
+test-clients: test-packages ## Install the pinned Supabase CLI from the npm registry into .tools/ (for the tests)
+	@command -v npm >/dev/null || scripts/ensure-system-packages npm
+	@test -x $(SUPABASE_CLI) && test "$$($(SUPABASE_CLI) --version)" = "$(SUPABASE_CLI_VERSION)" || \
+	  npm install --prefix .tools/supabase-cli --no-audit --no-fund --save-exact supabase@$(SUPABASE_CLI_VERSION)
+
 $(STAMP): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "Python 3.11 or newer is needed, found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,7 +51,7 @@ drill: setup ## Start the sandbox, back it up, restore the backup into staging a
 	scripts/drill
 
 # The suite runs on two workers, each with a sandbox of its own; a file's tests stay on one worker.
-test: setup test-packages lint ## Run every lint and every test (what CI runs; installs chromium for the browser tests)
+test: setup test-clients lint ## Run every lint and every test (what CI runs; installs chromium and the Supabase CLI for tests)
 	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 lint: setup ## ruff, yamllint, ansible-lint (production profile), playbook syntax checks

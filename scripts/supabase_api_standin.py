@@ -170,6 +170,9 @@ class StandIn:
             if gated:
                 return gated
             parts = path.strip("/").split("/")
+            if parts == ["v1", "projects"] and method == "GET":
+                # GET /v1/projects: every project the token sees (the CLI's `projects list` and ref lookups).
+                return 200, [self.project_body(p) for _, p in sorted(self.state["projects"].items())], {}
             if len(parts) < 3 or parts[:2] != ["v1", "projects"]:
                 return 404, {"message": "Not found"}, {}
             ref, rest = parts[2], "/".join(parts[3:])

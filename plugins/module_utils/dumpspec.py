@@ -57,6 +57,7 @@ SUPABASE_SCHEMA_EXCLUDE = (
     "tiger",
     "tiger_data",
     "timescaledb_*",
+    "_timescaledb_*",
 )
 # Schemas whose data is left out: auth and storage data ARE kept.
 SUPABASE_DATA_EXCLUDE = (

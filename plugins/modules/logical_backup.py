@@ -5,15 +5,20 @@ DOCUMENTATION = r"""
 module: logical_backup
 short_description: Take a streamed, checksummed logical backup of a Supabase or PostgreSQL database into S3
 description:
-  - Dumps roles, schema, data and migration history the way C(supabase db dump) does, without Docker, from one
-    exported snapshot, and streams each object through zstd and SHA-256 into an S3 multipart upload with S3
+  - Backs up what a restore must give back, from one exported snapshot - the roles (C(pg_dumpall --roles-only)),
+    the schema of the app's schemas (C(pg_dump --schema-only)), an index (the catalog fingerprint - every object
+    with its owner and ACL, default privileges, the app's objects on platform tables, cron jobs, webhooks - and a
+    content digest per table) and the rows as COPY streams written by O(jobs) parallel workers - and streams each
+    object through zstd (and age with O(encryption_recipients)) and SHA-256 into an S3 multipart upload with S3
     SHA-256 checksums. Nothing is written to local disk and memory stays bounded whatever the database size.
   - The manifest (versioned JSON with every object's key, size and SHA-256, per-table row counts taken in the
-    dump's own snapshot, a schema fingerprint and the applied migration versions) is written last, only if
-    absent. It is the commit point; a backup without one is incomplete and never offered for restore.
+    backup's own snapshot, a digest of the catalog fingerprint and the applied migration versions, signed with
+    O(signing_key)) is written last, only if absent, after checking that every object is there. It is the commit
+    point; a backup without one is incomplete and never offered for restore.
   - One backup per schedule window (O(window)); a second run inside the window changes nothing.
-  - A failed or interrupted run aborts its multipart uploads and removes its objects; a lock object in the
-    bucket keeps two runs against the same source from interleaving.
+  - A failed or interrupted run aborts its multipart uploads and removes the objects it wrote itself, never a
+    committed backup; a lock object in the bucket (compare-and-swap) keeps two runs against the same source from
+    interleaving, and a run that loses the commit to another reports that run's backup.
 version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
