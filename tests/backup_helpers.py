@@ -303,3 +303,14 @@ def copy_database(state, source, prefix="copy"):
                 )
             )
     return name
+
+
+def new_database_request(dsn, manifest, target, **kwargs):
+    """A new_database restore as a hosted project's postgres must ask for it: from the platform-ready template
+    (postgres may not copy the project's own database), without pg_cron (one per cluster)."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore
+
+    if kwargs.get("mode", "new_database") == "new_database":
+        kwargs.setdefault("template", "platform_template")
+        kwargs.setdefault("skip_extensions", ["pg_cron"])
+    return logical_restore.RestoreRequest(dsn, manifest, target, **kwargs)

@@ -146,7 +146,9 @@ def restore_racer(barrier, queue, s3, dsn, manifest, database):
     from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
     try:
-        request = logical_restore.RestoreRequest(dsn, manifest, _target(s3), database=database)
+        from backup_helpers import new_database_request
+
+        request = new_database_request(dsn, manifest, _target(s3), database=database)
         barrier.wait(timeout=60)
         result = logical_restore.run(request)
         queue.put(("ok", {"changed": result["changed"], "database": result["database"]}))

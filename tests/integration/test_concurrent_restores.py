@@ -12,7 +12,7 @@ import uuid
 
 import psycopg
 import pytest
-from backup_helpers import drop_database, dsn_for
+from backup_helpers import drop_database, dsn_for, new_database_request
 from conftest import s3_params
 from race_helpers import promote_racer, race, restore_racer
 
@@ -86,7 +86,7 @@ def test_a_held_target_is_refused_naming_the_holder_and_lock_wait_queues(sandbox
     databases.append(name)
     holder = RestoreTargetLock(sandbox["staging"]["dsn"], name, purpose="restore by the on-call").acquire()
     try:
-        request = logical_restore.RestoreRequest(sandbox["staging"]["dsn"], manifest, s3_target, database=name)
+        request = new_database_request(sandbox["staging"]["dsn"], manifest, s3_target, database=name)
         with pytest.raises(DRError) as info:
             logical_restore.run(request)
         assert f"another restore into {name} is running: restore by the on-call by" in str(info.value)
@@ -94,9 +94,7 @@ def test_a_held_target_is_refused_naming_the_holder_and_lock_wait_queues(sandbox
         assert name not in staging_databases(sandbox)
         threading.Timer(3, holder.release).start()
         started = time.monotonic()
-        request = logical_restore.RestoreRequest(
-            sandbox["staging"]["dsn"], manifest, s3_target, database=name, lock_wait=60
-        )
+        request = new_database_request(sandbox["staging"]["dsn"], manifest, s3_target, database=name, lock_wait=60)
         assert logical_restore.run(request)["changed"] is True
         assert time.monotonic() - started >= 2.5
     finally:

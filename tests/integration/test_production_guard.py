@@ -12,7 +12,7 @@ import uuid
 
 import psycopg
 import pytest
-from backup_helpers import dsn_for, signing_key
+from backup_helpers import admin_dsn_for, signing_key
 from test_restore_playbooks import restore_vars
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, logical_restore
@@ -49,6 +49,10 @@ def inventory_production(state, with_identity=True):
 
 def plan(state, target, manifest, dsn, **kwargs):
     kwargs.setdefault("production", inventory_production(state))
+    if kwargs.get("mode", "new_database") == "new_database":
+        # As on a hosted project: postgres copies the platform-ready template, which cannot have pg_cron.
+        kwargs.setdefault("template", "platform_template")
+        kwargs.setdefault("skip_extensions", ["pg_cron"])
     req = logical_restore.RestoreRequest(dsn, manifest, target, **kwargs)
     return logical_restore.plan(req)
 
@@ -89,7 +93,7 @@ def test_every_spelling_of_production_is_refused(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     production = inventory_production(sandbox) if inventory == "with identity" else []
-    message = refused(sandbox, s3_target, manifest, dsn, mode="existing", production=production)
+    message = refused(sandbox, s3_target, manifest, dsn, mode="project", production=production)
     assert "the restore target is a production database" in message
     assert sandbox["production"]["system_identifier"] in message
     learned = "the inventory" if inventory == "with identity" else "the backup's manifest"
@@ -100,9 +104,9 @@ def test_every_spelling_of_production_is_refused(
 def test_the_typed_confirmation_still_lets_an_operator_through(sandbox, s3_target, manifest, tmp_path):
     dsn, _ = spellings(sandbox, tmp_path)["unix socket"]
     where = f"{sandbox['production']['socket_dir']}:{sandbox['production']['port']}/postgres"
-    message = refused(sandbox, s3_target, manifest, dsn, mode="existing", allow_over_production=True, confirm="x")
+    message = refused(sandbox, s3_target, manifest, dsn, mode="project", allow_over_production=True, confirm="x")
     assert f"confirm={where}" in message
-    result = plan(sandbox, s3_target, manifest, dsn, mode="existing", allow_over_production=True, confirm=where)
+    result = plan(sandbox, s3_target, manifest, dsn, mode="project", allow_over_production=True, confirm=where)
     assert result["production_guard"]["production"] is True and result["production_guard"]["confirmed"] is True
 
 
@@ -127,7 +131,7 @@ def test_an_entry_without_identity_is_matched_by_address_and_warned_about(sandbo
     )
     assert any("has no system_identifier" in w for w in result["production_guard"]["warnings"])
     message = refused(
-        sandbox, s3_target, no_source, sandbox["production"]["dsn"], mode="existing", production=production
+        sandbox, s3_target, no_source, sandbox["production"]["dsn"], mode="project", production=production
     )
     assert "cannot tell whether" in message and "system_identifier" in message
 
@@ -137,7 +141,7 @@ def restricted_role(sandbox):
     """A login role like hosted Supabase's postgres: CREATEDB, member of pg_monitor, not a superuser."""
     name = f"guard_{uuid.uuid4().hex[:8]}"
     password = uuid.uuid4().hex
-    admin = dsn_for(sandbox, "staging", "postgres")
+    admin = admin_dsn_for(sandbox, "staging", "postgres")  # pg_control_system()'s grants need its owner
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"create role {name} login createdb password '{password}' in role pg_monitor")
     yield name, f"postgresql://{name}:{password}@{sandbox['staging']['host']}:{sandbox['staging']['port']}/postgres"
@@ -160,12 +164,12 @@ def test_a_role_that_cannot_read_the_identity_is_refused_then_passes_once_grante
 ):
     """A platform that revoked it (the other possible answer on hosted Supabase)."""
     name, dsn = restricted_role
-    with psycopg.connect(dsn_for(sandbox, "staging", "postgres"), autocommit=True) as conn:
+    with psycopg.connect(admin_dsn_for(sandbox, "staging", "postgres"), autocommit=True) as conn:
         conn.execute("revoke execute on function pg_catalog.pg_control_system() from public")
     message = refused(sandbox, s3_target, manifest, dsn, database="guard_never_made")
     assert f"the role {name} is not a superuser and may not execute pg_control_system()" in message
     assert f"grant execute on function pg_catalog.pg_control_system() to {name}" in message
-    with psycopg.connect(dsn_for(sandbox, "staging", "postgres"), autocommit=True) as conn:
+    with psycopg.connect(admin_dsn_for(sandbox, "staging", "postgres"), autocommit=True) as conn:
         conn.execute(f"grant execute on function pg_catalog.pg_control_system() to {name}")
     result = plan(sandbox, s3_target, manifest, dsn, database="guard_never_made")
     assert result["production_guard"]["production"] is False
@@ -173,14 +177,14 @@ def test_a_role_that_cannot_read_the_identity_is_refused_then_passes_once_grante
 
 
 def test_restore_yml_over_a_socket_dsn_leaves_production_alone(run_playbook, sandbox, s3_target, manifest, tmp_path):
-    """The fault as reported: existing mode, production reached over its Unix socket."""
+    """The fault as reported: an in-place (project mode) restore, production reached over its Unix socket."""
     prefix = manifest["objects"][0]["key"].split("/")[0]
     p = sandbox["production"]
     with psycopg.connect(p["dsn"]) as conn:
         before = conn.execute("select count(*), max(created_at) from public.tenants").fetchone()
     extra = {
         "pgdr_restore_target_dsn": f"host={p['socket_dir']} port={p['port']} dbname=postgres user=postgres",
-        "pgdr_restore_mode": "existing",
+        "pgdr_restore_mode": "project",
         "backup": manifest["backup_id"],
     }
     run = run_playbook("restore.yml", restore_vars(prefix, tmp_path, **extra))

@@ -11,7 +11,7 @@ import subprocess
 import psycopg
 import pytest
 import zstandard
-from backup_helpers import drop_database, dsn_for, write_v1_backup
+from backup_helpers import drop_database, dsn_for, new_database_request, write_v1_backup
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, logical_restore, verify
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
@@ -39,9 +39,7 @@ def data_object(manifest):
 
 def restore_request(state, manifest, target, **kwargs):
     """A restore into a new database on staging (from its platform template, which cannot have pg_cron)."""
-    kwargs.setdefault("template", "platform_template")
-    kwargs.setdefault("skip_extensions", ["pg_cron"])
-    return logical_restore.RestoreRequest(state["staging"]["dsn"], manifest, target, **kwargs)
+    return new_database_request(state["staging"]["dsn"], manifest, target, **kwargs)
 
 
 def test_a_missing_object_is_named_and_nothing_is_created(sandbox, s3_target, prefix):
