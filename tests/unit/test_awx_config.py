@@ -574,3 +574,87 @@ def test_the_config_files_are_all_loaded_by_the_apply_playbook():
     apply = (REPO / "awx" / "apply.yml").read_text()
     assert "include_vars" in apply and "extensions: [yml]" in apply
     assert sorted(p.suffix for p in CONFIG_DIR.iterdir()) == [".yml"] * len(list(CONFIG_DIR.iterdir()))
+
+
+# --- the execution environment ---------------------------------------------------------------------------------------
+
+# What the engine imports from outside the standard library and Ansible (plugins/): the EE's top-level packages.
+RUNTIME_TOP_LEVEL = ["psycopg[binary]", "boto3", "zstandard", "pyrage"]
+
+
+def pins(path):
+    """name (normalized, extras dropped) -> pinned version, from a requirements file."""
+    out = {}
+    for raw_line in Path(path).read_text().splitlines():
+        line = raw_line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            out[canonical(name)] = version
+    return out
+
+
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name.split("[", 1)[0]).lower()
+
+
+def runtime_closure():
+    """The top-level run-time packages and everything they require, from the installed distributions."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    seen, todo = {}, [Requirement(r) for r in RUNTIME_TOP_LEVEL]
+    while todo:
+        req = todo.pop()
+        name = canonical(req.name)
+        if name in seen:
+            continue
+        dist = md.distribution(req.name)
+        seen[name] = dist.version
+        for spec in dist.requires or []:
+            dep = Requirement(spec)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in ["", *req.extras]):
+                todo.append(dep)
+    return seen
+
+
+def test_the_engine_imports_nothing_outside_the_runtime_packages():
+    import ast
+
+    imported = set()
+    for path in (REPO / "plugins").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    ours = {"ansible", "ansible_collections", "__future__"}
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ours}
+    assert third_party == {"psycopg", "boto3", "botocore", "zstandard", "pyrage"}
+
+
+def test_ansible_builder_creates_a_context_with_only_runtime_requirements(tmp_path):
+    builder = Path(sys.executable).parent / "ansible-builder"
+    context = tmp_path / "context"
+    result = subprocess.run(
+        [str(builder), "create", "-f", "execution-environment.yml", "-c", str(context)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    built = pins(context / "_build" / "requirements.txt")
+    closure = runtime_closure()
+    # Exactly the run-time packages and their dependencies: no linter, test tool, Molecule, moto, or the
+    # ansible package (the EE gets ansible-core and ansible-runner from its own pins).
+    assert set(built) == set(closure)
+    dev = pins(REPO / "requirements.txt")
+    for name, version in built.items():
+        assert dev[name] == version == closure[name], name
+    containerfile = next(p for p in context.iterdir() if p.name in ("Containerfile", "Dockerfile")).read_text()
+    assert f"ansible-core=={dev['ansible-core']}" in containerfile
+    assert f"ansible-runner=={dev['ansible-runner']}" in containerfile
+    bindep = (context / "_build" / "bindep.txt").read_text()
+    assert "postgresql-client-15 [platform:dpkg]" in bindep and "postgresql15 [platform:rpm]" in bindep
