@@ -68,8 +68,14 @@ class CallbackModule(CallbackBase):
 
 
 @pytest.fixture(scope="module")
-def awx_config():
-    return rendered_config()
+def evidence_dir(tmp_path_factory):
+    """The persistent folder the controller exposes to jobs (pgdr_awx_evidence_dir), here one of this module's."""
+    return tmp_path_factory.mktemp("awx-evidence")
+
+
+@pytest.fixture(scope="module")
+def awx_config(evidence_dir):
+    return rendered_config(extra_vars={"pgdr_awx_evidence_dir": str(evidence_dir)})
 
 
 def templates(config):
@@ -348,14 +354,6 @@ def awx_prefix():
     return f"test-awx-{uuid.uuid4().hex[:8]}"
 
 
-def record_vars(tmp_path):
-    return {
-        "pgdr_incidents_path": str(tmp_path / "ops" / "incidents.md"),
-        "pgdr_events_path": str(tmp_path / "ops" / "events.jsonl"),
-        "pgdr_reports_dir": str(tmp_path / "reports"),
-    }
-
-
 @pytest.fixture(scope="module")
 def awx_backup(launch, awx_prefix):
     """The Backup template, launched by its schedule (no AWX user), into a prefix of this module's own."""
@@ -390,10 +388,10 @@ def test_monitor_fails_on_a_prefix_without_backups(launch):
 
 
 def test_restore_records_the_awx_user_then_verify_and_a_promote_rehearsal(
-    launch, sandbox, awx_prefix, awx_backup, tmp_path
+    launch, sandbox, awx_prefix, awx_backup, evidence_dir
 ):
     assert awx_backup.status == "successful"
-    prefix = {"pgdr_backup_prefix": awx_prefix} | record_vars(tmp_path)
+    prefix = {"pgdr_backup_prefix": awx_prefix}
     rehearsal = launch(
         "pgdr Restore to staging",
         {"reason": "AWX rehearsal"},
@@ -403,7 +401,7 @@ def test_restore_records_the_awx_user_then_verify_and_a_promote_rehearsal(
     )
     assert rehearsal.status == "successful", rehearsal.stdout[-4000:]
     assert "would restore backup" in rehearsal.stdout
-    assert not (tmp_path / "ops").exists()
+    assert not (evidence_dir / "ops").exists()
     assert_report(rehearsal)
 
     restore = launch(
@@ -414,9 +412,12 @@ def test_restore_records_the_awx_user_then_verify_and_a_promote_rehearsal(
     assert restore.status == "successful", restore.stdout[-4000:]
     assert "RESTORE PASSED" in restore.stdout
     assert_report(restore)
-    [event] = [json.loads(line) for line in (tmp_path / "ops" / "events.jsonl").read_text().splitlines()]
+    # The evidence lands where the template's extra vars put it (the folder the controller exposes to jobs).
+    events = (evidence_dir / "ops" / "restore-events.jsonl").read_text().splitlines()
+    [event] = [json.loads(line) for line in events]
     assert event["initiator"] == AWX_USER and event["reason"] == "AWX integration test"
-    assert f"Initiator: {AWX_USER}" in (tmp_path / "ops" / "incidents.md").read_text()
+    assert f"Initiator: {AWX_USER}" in (evidence_dir / "ops" / "incidents.md").read_text()
+    assert list((evidence_dir / "reports").glob("*.md"))
 
     verify = launch("pgdr Verify restore", {"content": "counts"}, template_extra_vars=prefix)
     assert verify.status == "successful", verify.stdout[-4000:]

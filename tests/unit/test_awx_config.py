@@ -658,3 +658,18 @@ def test_ansible_builder_creates_a_context_with_only_runtime_requirements(tmp_pa
     assert f"ansible-runner=={dev['ansible-runner']}" in containerfile
     bindep = (context / "_build" / "bindep.txt").read_text()
     assert "postgresql-client-15 [platform:dpkg]" in bindep and "postgresql15 [platform:rpm]" in bindep
+
+
+def test_templates_keep_evidence_out_of_the_throwaway_job_folder(config):
+    """In a job the inventory comes from the controller's database: inventory_dir is the job folder's inventory/,
+    so inventory defaults built on it would put the incident log where the container throws it away."""
+    inventory = yaml.safe_load((REPO / "inventories" / "production" / "group_vars" / "all.yml").read_text())
+    relative = {k for k, v in inventory.items() if isinstance(v, str) and "inventory_dir" in v}
+    assert relative >= {"pgdr_incidents_path", "pgdr_events_path", "pgdr_reports_dir"}
+    evidence = config["pgdr_awx_evidence_dir"]
+    for template in config["controller_templates"]:
+        text = playbook_text(template["playbook"])
+        for key in sorted(relative):
+            if re.search(rf"\b{key}\b", text):
+                value = (template.get("extra_vars") or {}).get(key, "")
+                assert value.startswith(evidence + "/"), (template["name"], key, value)
