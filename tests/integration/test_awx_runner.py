@@ -437,3 +437,15 @@ def test_restore_records_the_awx_user_then_verify_and_a_promote_rehearsal(
     for job in (rehearsal, restore, verify, promote):
         for secret in secrets(sandbox):
             assert secret not in job.stdout
+
+
+def test_drill_rehearsal_plans_the_latest_backup_and_records_nothing(launch, awx_prefix, awx_backup, evidence_dir):
+    assert awx_backup.status == "successful"
+    drill = launch("pgdr Restore drill", job_type="check", template_extra_vars={"pgdr_backup_prefix": awx_prefix})
+    assert drill.status == "successful", drill.stdout[-4000:]
+    [backup_id] = [r["backup_id"] for r in awx_backup.results("pgdr.supabase.logical_backup")]
+    assert f"would restore backup {backup_id}" in drill.stdout
+    assert_report(drill)
+    events = evidence_dir / "ops" / "restore-events.jsonl"
+    recorded = events.read_text().splitlines() if events.exists() else []
+    assert all(json.loads(line)["kind"] != "drill" for line in recorded)
