@@ -320,9 +320,10 @@ def test_every_reference_names_an_object_of_the_configuration(config):
         assert template["project"] in names["controller_projects"]
         assert template["inventory"] in names["controller_inventories"]
         assert template["execution_environment"] in names["controller_execution_environments"]
-        assert set(template["credentials"]) <= names["controller_credentials"], template["name"]
+        assert set(template.get("credentials", [])) <= names["controller_credentials"], template["name"]
         # The controller refuses two credentials of one type on a template.
-        types = [by_name(config["controller_credentials"])[c]["credential_type"] for c in template["credentials"]]
+        creds = template.get("credentials", [])
+        types = [by_name(config["controller_credentials"])[c]["credential_type"] for c in creds]
         assert len(types) == len(set(types)), template["name"]
     for schedule in config["controller_schedules"]:
         assert schedule["unified_job_template"] in templates_and_workflows, schedule["name"]
@@ -673,3 +674,51 @@ def test_templates_keep_evidence_out_of_the_throwaway_job_folder(config):
             if re.search(rf"\b{key}\b", text):
                 value = (template.get("extra_vars") or {}).get(key, "")
                 assert value.startswith(evidence + "/"), (template["name"], key, value)
+
+
+# Variables a template's playbook mentions on a path its survey cannot choose: the drill restores our own backup
+# (restore_method is not a drill survey variable), never Supabase's PITR.
+NOT_REACHABLE = {"pgdr Restore drill": {"vault_supabase_token"}}
+
+
+def test_every_template_gets_the_credentials_its_playbook_needs_from_the_production_inventory(config, raw):
+    """Each pgdr_* variable a template's playbook reads, followed through the production inventory, needs some
+    vault_* variables; the template's credentials must inject all of them (and so the job never meets an
+    undefined vault_* variable)."""
+    # Each top-level variable's lines, its indented comments included (the keys an operator may switch on, such
+    # as access_key/secret_key of the buckets, are commented alternatives inside the variable).
+    text_of, current = {}, None
+    for line in (REPO / "inventories" / "production" / "group_vars" / "all.yml").read_text().splitlines():
+        top = re.match(r"([a-z_0-9]+):", line)
+        if top:
+            current = top.group(1)
+        if current and (line.startswith((" ", current))):
+            text_of[current] = text_of.get(current, "") + line + "\n"
+
+    def vault_needs(name, seen):
+        if name in seen or name not in text_of:
+            return set()
+        seen.add(name)
+        needs = set(re.findall(r"\b(vault_[a-z0-9_]+)\b", text_of[name]))
+        if re.search(r"type: (ssm|secretsmanager)\b", text_of[name]):
+            needs.add("AWS credentials (env store)")
+        for other in set(re.findall(r"\b(pgdr_[a-z0-9_]+)\b", text_of[name])) - {name}:
+            needs |= vault_needs(other, seen)
+        return needs
+
+    injected_by = {"Amazon Web Services": {"AWS credentials (env store)"}}
+    for ctype in raw["controller_credential_types"]:
+        injected_by[ctype["name"]] = set(ctype["injectors"].get("extra_vars", {}))
+    cred_type = {c["name"]: c["credential_type"] for c in config["controller_credentials"]}
+    for template in config["controller_templates"]:
+        text = playbook_text(template["playbook"])
+        needed = set()
+        for name in set(re.findall(r"\b(pgdr_[a-z0-9_]+)\b", text)):
+            needed |= vault_needs(name, set())
+        needed -= NOT_REACHABLE.get(template["name"], set())
+        creds = template.get("credentials", [])
+        given = set().union(set(), *(injected_by[cred_type[c]] for c in creds))
+        assert needed <= given, (template["name"], sorted(needed - given))
+        # And no credential the playbook never reads (least privilege).
+        for cred in creds:
+            assert injected_by[cred_type[cred]] & needed, (template["name"], cred)
