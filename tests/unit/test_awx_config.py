@@ -722,3 +722,53 @@ def test_every_template_gets_the_credentials_its_playbook_needs_from_the_product
         # And no credential the playbook never reads (least privilege).
         for cred in creds:
             assert injected_by[cred_type[cred]] & needed, (template["name"], cred)
+
+
+def inject(ctype, inputs):
+    """The extra vars the controller injects for a credential of this type (it renders each injector template with
+    the credential's inputs in a sandboxed Jinja environment)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment()
+    return {k: env.from_string(v).render(**inputs) for k, v in ctype["injectors"].get("extra_vars", {}).items()}
+
+
+def test_the_injected_credentials_render_the_production_inventory_for_each_template(config, raw, tmp_path):
+    """With only its own credentials injected, every production-inventory variable a template's playbook reads
+    renders (no undefined vault_* variable), and the values reach where the inventory puts them. One play per
+    template; play vars stand in for the injected extra vars (both outrank the inventory)."""
+    types = by_name(raw["controller_credential_types"])
+    cred_type = {c["name"]: c["credential_type"] for c in config["controller_credentials"]}
+    inventory = yaml.safe_load((REPO / "inventories" / "production" / "group_vars" / "all.yml").read_text())
+    plays = []
+    for template in config["controller_templates"]:
+        extra = {}
+        for cred in template.get("credentials", []):
+            if cred_type[cred] in types:
+                fields = types[cred_type[cred]]["inputs"]["fields"]
+                extra |= inject(types[cred_type[cred]], {f["id"]: f"fake-{f['id'].replace('_', '-')}" for f in fields})
+        text = playbook_text(template["playbook"])
+        unreachable = NOT_REACHABLE.get(template["name"], set())
+        names = sorted(
+            n
+            for n in inventory
+            if re.search(rf"\b{n}\b", text) and not any(v in yaml.safe_dump(inventory[n]) for v in unreachable)
+        )
+        task = {"name": template["name"], "ansible.builtin.debug": {"msg": "{{ [" + ", ".join(names) + "] }}"}}
+        plays.append({"name": template["name"], "hosts": "localhost", "gather_facts": False, "vars": extra})
+        plays[-1]["tasks"] = [task]
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(yaml.safe_dump(plays))
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", "inventories/production/hosts.yml", str(playbook)],
+        cwd=REPO,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(REPO), "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok: [localhost]") == len(plays), result.stdout
+    assert "fake-db-password" in result.stdout and "fake-project-ref" in result.stdout
