@@ -59,7 +59,7 @@ lint: setup ## ruff, yamllint, ansible-lint (production profile), playbook synta
 	$(BIN)/ruff format --check .
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production --strict
-	@for p in playbooks/*.yml backup.yml restore.yml; do \
+	@for p in playbooks/*.yml backup.yml restore.yml awx/apply.yml; do \
 	  $(BIN)/ansible-playbook --syntax-check "$$p" >/dev/null || exit 1; \
 	done; echo "syntax-check: every playbook parses"
 
