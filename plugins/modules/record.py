@@ -236,6 +236,7 @@ def main():
             changed=p["run_changed"],
             started_at=p["started_at"],
             notes=notes,
+            point_in_time=p["point_in_time"],
         )
         result = audit.record(
             event,
