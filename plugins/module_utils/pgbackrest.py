@@ -738,6 +738,8 @@ def restorable_window(summary):
 
 def window_text(summary):
     earliest, latest = restorable_window(summary)
+    if earliest is None:
+        return "nothing is restorable (no complete backup)"
     if "last_commit_ts" in summary:
         end = f"{iso(latest)} (the last archived commit)" if latest else "(no commit archived since the backup)"
     else:

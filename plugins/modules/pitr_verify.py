@@ -73,7 +73,8 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Runs the checks for real (they only read, but for amcheck's extension) unless O(plan_only).
+    details: Runs the read-only checks for real unless O(plan_only); C(amcheck) (which installs amcheck's extension
+      for its check) is not run in check mode, and C(not_checked) says so.
   diff_mode:
     support: none
 seealso:
@@ -169,7 +170,7 @@ def main():
                 **pitr_verify.planned(p["planned_target"], p["source_dsn"], p["migrations_dir"], p["amcheck"]),
             )
         amcheck = None
-        if p["amcheck"]:
+        if p["amcheck"] and not module.check_mode:
             missing = [k for k in ("data_dir", "socket_dir", "port") if not p[k]]
             if missing:
                 module.fail_json(msg=f"amcheck needs the restored cluster's {', '.join(missing)}")
@@ -180,6 +181,9 @@ def main():
             migrations_dir=p["migrations_dir"],
             amcheck=amcheck,
             fail_on_pending=p["fail_on_pending"],
+            amcheck_skipped="pg_amcheck is not run in check mode (it installs the amcheck extension for its check)"
+            if p["amcheck"] and module.check_mode
+            else None,
         )
     except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest, pitr_verify
 from sandboxlib import pitr as pitr_sandbox
 
 pytestmark = pytest.mark.integration
@@ -258,6 +258,7 @@ def test_a_failed_attempt_is_cleaned_and_the_same_command_runs_again(pitr, run_p
     assert result["changed"] and result["cleaned_failed_attempt"]["target_time"] == target
     assert not (folder / pgbackrest.ATTEMPT).exists() and not (folder / "data" / "left-by-a-killed-run").exists()
     assert rows_of(restored_dsn(sandbox, result["port"]))[-1] == "before-failure"
+    pitr["retried"] = result
 
 
 def test_two_identical_restores_are_both_recorded_with_the_moment_restored(pitr, run_playbook, sandbox, tmp_path):
@@ -340,3 +341,30 @@ def test_the_restored_cluster_keeps_no_production_secret_and_has_its_own_passwor
     with psycopg.connect(restored_dsn(sandbox, restored["port"])) as conn:
         assert conn.execute("show archive_mode").fetchone()[0] == "off"
         assert conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone()[0] is False
+
+
+def test_amcheck_finds_a_damaged_heap_page(pitr, sandbox):
+    """Issue 15.5: pg_amcheck really reads the restored cluster: a heap page overwritten on disk fails the check,
+    naming the problem (the cluster of the retried restore is damaged on purpose; nothing else uses it)."""
+    restored = pitr.get("retried")
+    if not restored:
+        pytest.skip("needs the restore of test_a_failed_attempt_is_cleaned_and_the_same_command_runs_again")
+    data_dir, port = restored["data_dir"], restored["port"]
+    args = {"data_dir": data_dir, "socket_dir": restored["socket_dir"], "port": port}
+    args["admin_user"] = sandbox["production"]["admin_user"]
+    args["dbname"] = "postgres"
+    healthy = pitr_verify.check_amcheck(**args)
+    assert healthy["ok"], healthy
+    with psycopg.connect(restored_dsn(sandbox, port)) as conn:
+        relative = conn.execute("select pg_relation_filepath(%s)", (f"public.{TABLE}",)).fetchone()[0]
+    bin_dir = pgbackrest.bin_dir_for(data_dir)
+    assert pgbackrest.stop_cluster(data_dir, bin_dir)
+    with open(Path(data_dir, relative), "r+b") as fh:  # the tuples sit at the end of the table's first page
+        fh.seek(8192 - 120)
+        fh.write(b"\xff" * 64)
+    started = pgbackrest.pg_ctl(bin_dir, data_dir, "start", "-w", "-l", str(Path(data_dir).parent / "log" / "x.log"))
+    assert started.returncode == 0, started.stderr
+    damaged = pitr_verify.check_amcheck(**args)
+    assert not damaged["ok"], damaged
+    assert damaged["details"]["problems"] and "pg_amcheck reports" in damaged["summary"]
+    MEASURED["amcheck_damaged_summary"] = damaged["summary"][:200]
