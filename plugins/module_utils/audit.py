@@ -147,8 +147,11 @@ def build_event(
     changed=None,
     started_at=None,
     notes=(),
+    point_in_time=None,
 ):
-    """The event as recorded: everything an auditor asks (when, who, why, what, result), no secret."""
+    """The event as recorded: everything an auditor asks (when, who, why, what, result), no secret.
+    point_in_time: the moment aimed at, as given (a PITR's target time); details.point_in_time, when the restore
+    gives it, says where replay stopped, the last replayed commit, the timeline and the base backup."""
     if kind not in KINDS:
         raise DRError(f"unknown event kind {kind!r}; expected one of {', '.join(KINDS)}", step="record")
     checks = [_check(c) for c in checks or ()]
@@ -167,6 +170,7 @@ def build_event(
         "started_at": catalog.isoformat(dt.datetime.fromtimestamp(started, dt.UTC)) if started else None,
         "backup": backup,
         "target": redact(target) or None,
+        "point_in_time": redact(str(point_in_time)) if point_in_time not in (None, "") else None,
         "checks": checks,
         "checks_passed": sum(1 for c in checks if c["ok"]),
         "checks_failed": sum(1 for c in checks if not c["ok"]),
@@ -209,6 +213,33 @@ def _objective_line(event, name):
     return f"- {name.upper()}: {render.duration(value)} (target {render.duration(target)}{word})"
 
 
+def point_in_time_text(event):
+    """One line on the moment restored (PITR): the target, where replay stopped, the last replayed commit, the
+    timeline and the base backup; None when the run aimed at no point in time."""
+    point = (event.get("details") or {}).get("point_in_time") or {}
+    target = point.get("target_time") or event.get("point_in_time")
+    if not target:
+        return None
+    text = f"target {target}"
+    if point.get("restored_to") and point["restored_to"] != target:
+        text += f", replay stopped at {point['restored_to']}"
+    if point:
+        text += f", last replayed commit {point.get('last_replayed_commit_at') or 'none'}"
+    if point.get("timeline") is not None:
+        text += f", timeline {point['timeline']}"
+    if point.get("base_backup"):
+        text += f", base backup {point['base_backup']}"
+    return text
+
+
+def point_in_time_lines(event):
+    text = point_in_time_text(event)
+    lines = [f"- Point in time: {md(text)}"] if text else []
+    not_checked = (event.get("details") or {}).get("not_checked") or []
+    lines += [f"- Not checked: {md(item)}" for item in not_checked]
+    return lines
+
+
 def markdown_entry(event):
     """The incident log's entry: every operator-supplied or run-supplied value escaped, each on its own line."""
     backup = event.get("backup") or {}
@@ -229,6 +260,7 @@ def markdown_entry(event):
     lines += [
         f"- Backup: {md(backup.get('id') or 'n/a')} of {md(backup.get('source') or 'n/a')}{taken}",
         f"- Target: {md(event.get('target') or 'n/a')}",
+        *point_in_time_lines(event),
         _objective_line(event, "rto"),
         _objective_line(event, "rpo"),
         f"- Checks: {event['checks_passed']} passed, {event['checks_failed']} failed",

@@ -333,6 +333,16 @@ def _backup_text(backup):
     return text + (f", taken {render.timestamp(backup['taken_at'])}" if backup.get("taken_at") else "")
 
 
+def _point_in_time(event):
+    from ansible_collections.pgdr.supabase.plugins.module_utils import audit
+
+    return audit.point_in_time_text(event)
+
+
+def _not_checked_rows(event):
+    return [("Not checked", _scalar(item)) for item in (event.get("details") or {}).get("not_checked") or []]
+
+
 def _summary_section(event):
     details = event.get("details") or {}
     rows = [
@@ -349,6 +359,10 @@ def _summary_section(event):
     ]
     if details.get("error"):
         rows.insert(1, ("Error", f'<span class="text">{h(details["error"])}</span>'))
+    point = _point_in_time(event)
+    if point:
+        rows.insert(7 if details.get("error") else 6, ("Point in time", _scalar(point)))
+    rows += _not_checked_rows(event)
     for note in event.get("notes") or []:
         rows.append(("Note", _scalar(note)))
     rows.append(("Event key", f"<code>{h(event.get('key'))}</code>"))

@@ -38,6 +38,20 @@ def dsn_parts(dsn):
     return host, int(params.get("port") or 5432), params.get("dbname") or params.get("user") or "postgres"
 
 
+def require_dsn(dsn, step="connect"):
+    """Refuse an empty connection string: libpq would fill it from PGHOST, PGPORT, PGUSER and the local socket,
+    and so connect to a database nobody named (production, when the shell points there)."""
+    if dsn is None or not str(dsn).strip():
+        raise DRError(
+            "no connection string was given (it is empty); refusing to fall back to libpq's defaults (PGHOST, "
+            "PGPORT, the local socket), which may name another database",
+            step=step,
+            hint="pass the database's DSN; in check mode, a database that a restore has only planned cannot be "
+            "connected to: its checks are listed, not run",
+        )
+    return dsn
+
+
 def describe_dsn(dsn):
     """host:port/dbname of a connection string, without user or password (for messages and manifests)."""
     host, port, dbname = dsn_parts(dsn)
@@ -48,6 +62,7 @@ def connect(dsn, step="connect", application_name="pgdr", connect_timeout=10, **
     """Open a connection; wrong credentials, an unreachable host and a missing database each get their own message."""
     if not HAS_PSYCOPG:
         raise DRError("psycopg is not installed on the host that runs the module", step=step, hint="run 'make setup'")
+    require_dsn(dsn, step)
     where = describe_dsn(dsn)
     try:
         return psycopg.connect(dsn, application_name=application_name, connect_timeout=connect_timeout, **kwargs)
@@ -70,7 +85,7 @@ def connect(dsn, step="connect", application_name="pgdr", connect_timeout=10, **
 def client_env(dsn, dbname=None, app_name="pgdr"):
     """(conninfo without password, environment with PGPASSWORD) for a client tool, so that no secret shows in
     a process listing. dbname replaces the connection string's database."""
-    params = conninfo_to_dict(dsn)
+    params = conninfo_to_dict(require_dsn(dsn, "prepare a client tool's connection"))
     password = params.pop("password", None)
     if dbname:
         params["dbname"] = dbname

@@ -14,6 +14,7 @@ import os
 import pwd
 import random
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -27,7 +28,12 @@ PG_USER = "postgres"
 DEFAULT_BIN_DIR = "/usr/lib/postgresql/{major}/bin"
 # Written into a restored cluster's data folder once it is up and promoted: what was restored, from where, to when.
 MARKER = "pgdr-pitr.json"
-MARKER_VERSION = 1
+MARKER_VERSION = 2
+# Written next to the data folder when a restore starts, removed when it completes: a folder that holds this and no
+# marker is what a failed or killed attempt left, and the next attempt cleans it and restores again.
+ATTEMPT = "pgdr-pitr-attempt.json"
+# How many of the newest archived WAL segments are read (pg_waldump) to find the last archived commit.
+COMMIT_SCAN_SEGMENTS = 32
 # Written last into a restored cluster's postgresql.auto.conf (read after postgresql.conf, so these win).
 RESTORED_SETTINGS = """
 # --- pgdr: restored cluster (point-in-time recovery); never archives into the source's repository ---
@@ -99,6 +105,15 @@ def iso(value):
 def pg_time(value):
     """The form PostgreSQL's recovery_target_time and pgBackRest's --target read: '2026-11-28 21:14:09.123456+00'."""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+
+
+def cluster_name(target):
+    """The folder name of a restored cluster: pitr-<the target as a UTC instant>, 20261128T184713Z, with the
+    fraction of a second when it has one (20261128T184713.000100Z). Two spellings of one instant share a name;
+    two instants never do (the digits of 18:47:13+00:01 and of 18:47:13.0001Z used to be the same)."""
+    moment = parse_time(target)
+    fraction = f".{moment.microsecond:06d}" if moment.microsecond else ""
+    return f"pitr-{moment.strftime('%Y%m%dT%H%M%S')}{fraction}Z"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -389,7 +404,8 @@ class PgBackRest:
     def argv(self, *args):
         return [self.binary, f"--config={self.config_file or '/dev/null'}", f"--stanza={self.stanza}", *args]
 
-    def run(self, *args, step, check=True, timeout=None):
+    def run(self, *args, step, check=True, timeout=None, raw=False):
+        """Run a pgBackRest command; raw: its standard output as bytes (repo-get of a WAL segment)."""
         env = dict(os.environ)
         env.update(env_options(self.options))
         # runuser passes the environment on, so options (secrets included) never appear on a command line.
@@ -400,8 +416,6 @@ class PgBackRest:
                 cwd="/",
                 env=env,
                 capture_output=True,
-                text=True,
-                errors="replace",
                 timeout=timeout or self.timeout,
                 check=False,
             )
@@ -418,8 +432,9 @@ class PgBackRest:
                 subject=self.stanza,
                 hint="read pgBackRest's log in its log-path; raise the timeout for large databases",
             ) from None
-        proc.stdout = redact(proc.stdout, self.secrets)
-        proc.stderr = redact(proc.stderr, self.secrets)
+        if not raw:
+            proc.stdout = redact(proc.stdout.decode(errors="replace"), self.secrets)
+        proc.stderr = redact(proc.stderr.decode(errors="replace"), self.secrets)
         if check and proc.returncode != 0:
             text = (proc.stderr or proc.stdout).strip()
             message, hint = classify(text)
@@ -460,10 +475,124 @@ class PgBackRest:
         # S3 keeps whole seconds: the upload happened within the second after the one it shows.
         return newest_time + 1 if newest_time else None
 
+    def archived_segments(self, archive):
+        """Repository paths of the archived WAL segments of the newest archive id, newest first (at most
+        COMMIT_SCAN_SEGMENTS of them, walking back through the newest timeline-and-log folders)."""
+        newest = archive.get("max") if archive else None
+        if not newest:
+            return []
+        base = f"archive/{self.stanza}/{archive['id']}"
+        folders = sorted(
+            (k for k, v in self.repo_ls(base).items() if v.get("type") == "path" and re.fullmatch(r"[0-9A-F]{16}", k)),
+            reverse=True,
+        )
+        paths = []
+        for folder in folders:
+            names = sorted(
+                (k for k, v in self.repo_ls(f"{base}/{folder}").items() if v.get("type") == "file"), reverse=True
+            )
+            paths += [f"{base}/{folder}/{n}" for n in names if re.match(r"[0-9A-F]{24}-", n) and n[:24] <= newest]
+            if len(paths) >= COMMIT_SCAN_SEGMENTS:
+                break
+        return paths[:COMMIT_SCAN_SEGMENTS]
+
+    def repo_get(self, path):
+        """A repository file's content, decrypted by pgBackRest (still compressed)."""
+        return self.run("repo-get", path, step="read archived WAL", raw=True).stdout
+
+    def last_archived_commit(self, archive, bin_dir):
+        """(aware datetime, LSN, segment) of the last transaction end (commit or abort) in the archive: the newest
+        moment replay can reach (recovery by time stops only before a later transaction end; up to this one it can
+        stop by LSN). (None, None, None) when no segment holds one."""
+        for path in self.archived_segments(archive):
+            name = os.path.basename(path)[:24]
+            moment, lsn = last_commit_in_segment(name, decompress(path, self.repo_get(path)), bin_dir)
+            if moment is not None:
+                return moment, lsn, name
+        return None, None, None
+
     def verify(self):
         """``verify`` re-reads the repository; it exits 0 even when it finds damage, so read its report."""
         out = self.run("verify", "--output=text", "--verbose", step="verify the repository").stdout
         return parse_verify(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Archived WAL: where the last archived transaction ended
+
+_XACT_END = re.compile(
+    r"rmgr: Transaction .*lsn: ([0-9A-F]+/[0-9A-F]+),.*desc: (?:COMMIT|ABORT)\S*(?: \d+:)? "
+    r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
+)
+
+
+def decompress(path, data):
+    """A WAL segment's bytes from its repository file (zst, gz, bz2, lz4 or none, by the file's extension)."""
+    if path.endswith(".zst"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 30)
+    if path.endswith(".gz"):
+        import gzip
+
+        return gzip.decompress(data)
+    if path.endswith(".bz2"):
+        import bz2
+
+        return bz2.decompress(data)
+    if path.endswith(".lz4"):
+        try:
+            import lz4.frame
+        except ImportError:
+            raise DRError(
+                "the archive is compressed with lz4 and the lz4 Python package is not installed",
+                step="read archived WAL",
+                subject=path,
+                hint="install python3-lz4 on the restore host",
+            ) from None
+        return lz4.frame.decompress(data)
+    return data
+
+
+def last_commit_in(waldump_output):
+    """(time, LSN) of the last transaction end in pg_waldump's output (run with TZ=UTC): an aware datetime to the
+    microsecond as pg_waldump prints it, and the record's LSN; (None, None) when there is none."""
+    found = None
+    for line in waldump_output.splitlines():
+        match = _XACT_END.search(line)
+        if match:
+            found = match
+    if not found:
+        return None, None
+    return datetime.fromisoformat(found.group(2)).replace(tzinfo=UTC), found.group(1)
+
+
+def last_commit_in_segment(name, segment, bin_dir):
+    """pg_waldump over one segment's bytes, written to a private temporary file under the segment's name (which
+    pg_waldump reads the segment's position from)."""
+    with tempfile.TemporaryDirectory(prefix="pgdr-wal-") as folder:
+        path = os.path.join(folder, name)
+        with open(path, "wb") as fh:
+            fh.write(segment)
+        try:
+            proc = subprocess.run(
+                [os.path.join(bin_dir, "pg_waldump"), path],
+                cwd=folder,
+                env={**os.environ, "TZ": "UTC"},
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=120,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise DRError(
+                f"pg_waldump is not in {bin_dir}",
+                step="read archived WAL",
+                hint="install the PostgreSQL server package of the source's major version",
+            ) from None
+    # pg_waldump ends with an error at the first incomplete record (the segment's end): its output still counts.
+    return last_commit_in(proc.stdout)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -597,15 +726,29 @@ def freshness(summary, now=None, max_wal_age_s=300, max_base_age_s=26 * 3600):
 
 
 def restorable_window(summary):
-    """(earliest, latest) restorable times as Unix seconds: the first good backup's end, the newest WAL's upload."""
+    """(earliest, latest) restorable times as Unix seconds: the first good backup's end, and the last archived
+    transaction end when it was read (``last_commit_ts``: what a restore by time can reach), else the newest WAL's
+    upload."""
     good = [b for b in summary["backups"] if not b["error"] and b["stop_ts"]]
     if not good:
         return None, None
-    return min(b["stop_ts"] for b in good), summary.get("newest_wal_ts")
+    latest = summary.get("last_commit_ts") if "last_commit_ts" in summary else summary.get("newest_wal_ts")
+    return min(b["stop_ts"] for b in good), latest
 
 
-def choose_backup(summary, target):
-    """The newest good backup that ended at or before the target time; errors name the restorable window."""
+def window_text(summary):
+    earliest, latest = restorable_window(summary)
+    if earliest is None:
+        return "nothing is restorable (no complete backup)"
+    if "last_commit_ts" in summary:
+        end = f"{iso(latest)} (the last archived commit)" if latest else "(no commit archived since the backup)"
+    else:
+        end = iso(latest) if latest else "(no WAL archived)"
+    return f"{iso(earliest)} .. {end}"
+
+
+def choose_backup(summary, target, after_hint=None):
+    """The newest good backup that ended at or before the target time; errors name the reachable window."""
     target_ts = target.timestamp()
     earliest, latest = restorable_window(summary)
     where = f"stanza {summary['stanza']}"
@@ -616,7 +759,7 @@ def choose_backup(summary, target):
             subject=where,
             hint="take one with playbooks/pitr_backup.yml -e type=full",
         )
-    window = f"{iso(earliest)} .. {iso(latest) if latest else '(no WAL archived)'}"
+    window = window_text(summary)
     if target_ts < earliest:
         raise DRError(
             f"target time {iso(target)} is before the earliest restorable time {iso(earliest)} "
@@ -626,12 +769,13 @@ def choose_backup(summary, target):
             hint=f"pick a time within {window}",
         )
     if latest is None or target_ts > latest:
+        what = "the last archived commit" if "last_commit_ts" in summary else "the newest archived WAL"
         raise DRError(
-            f"target time {iso(target)} is after the newest archived WAL ({iso(latest)}); "
+            f"target time {iso(target)} is after {what} ({iso(latest)}): replay could not reach it; "
             f"the restorable window is {window}",
             step="choose a base backup",
             subject=where,
-            hint=f"pick a time within {window}, or wait for archiving to catch up (archive_timeout)",
+            hint=after_hint or f"pick a time within {window}, or wait for archiving to catch up (archive_timeout)",
         )
     good = [b for b in summary["backups"] if not b["error"] and b["stop_ts"] and b["stop_ts"] <= target_ts]
     chosen = max(good, key=lambda b: b["stop_ts"])
@@ -646,11 +790,23 @@ def archive_command(binary, config_file, stanza):
     return f"{binary} --config={config_file} --stanza={stanza} archive-push %p"
 
 
-def psql(bin_dir, socket_dir, port, query, user=PG_USER, timeout=15):
-    """Run one query as the postgres OS user over the Unix socket (works with trust and peer authentication)."""
-    connection = ["-h", socket_dir, "-p", str(port), "-U", user, "-d", "postgres"]
-    argv = as_postgres([os.path.join(bin_dir, "psql"), "-XAt", *connection, "-c", query])
-    proc = subprocess.run(argv, cwd="/", capture_output=True, text=True, errors="replace", timeout=timeout, check=False)
+def psql(bin_dir, socket_dir, port, query, user=PG_USER, timeout=15, stdin=None, dbname="postgres"):
+    """Run one query as the postgres OS user over the Unix socket (works with trust and peer authentication);
+    stdin: the statement is read from standard input instead (never on a command line)."""
+    connection = ["-h", socket_dir, "-p", str(port), "-U", user, "-d", dbname]
+    argv = as_postgres(
+        [
+            os.path.join(bin_dir, "psql"),
+            "-XAtq",
+            "-v",
+            "ON_ERROR_STOP=1",
+            *connection,
+            *(["-c", query] if query else []),
+        ]
+    )
+    proc = subprocess.run(
+        argv, cwd="/", input=stdin, capture_output=True, text=True, errors="replace", timeout=timeout, check=False
+    )
     return proc.returncode, proc.stdout.strip(), proc.stderr.strip()
 
 
@@ -744,6 +900,16 @@ class RestoreRequest:
     process_max: int = 2
     verify: bool = True
     binary: str = "pgbackrest"
+    # The source's superuser DSN: with switch_wal, a target after the last archived commit first forces a WAL
+    # switch there (and waits until that segment is archived), so everything committed up to now can be reached.
+    source_dsn: str | None = None
+    switch_wal: bool = False
+    # The restored cluster's superuser, reached over its Unix socket as the postgres OS user (peer or trust, as
+    # the source's pg_hba.conf has it); it sets the runbook user's own password.
+    admin_user: str = PG_USER
+    runbook_user: str | None = None
+    runbook_password: str | None = None
+    dbname: str = "postgres"
 
     def __post_init__(self):
         self.data_dir = os.path.abspath(self.data_dir)
@@ -752,6 +918,13 @@ class RestoreRequest:
         self.work_dir = self.work_dir or os.path.join(base, "pgbackrest")
         self.socket_dir = self.socket_dir or os.path.join(base, "run")
         self.log_file = self.log_file or os.path.join(base, "log", "postgresql.log")
+        self.attempt_file = os.path.join(base, ATTEMPT)
+        if self.source_dsn is not None and not str(self.source_dsn).strip():
+            self.source_dsn = None
+
+    @property
+    def host(self):
+        return self.listen_addresses.split(",")[0].strip()
 
     def settings(self):
         w = self.work_dir
@@ -777,25 +950,92 @@ class RestoreRequest:
             and parse_time(marker.get("target_time")) == self.target_time
         )
 
+    def secrets(self):
+        return [*self.repo.secrets(), self.runbook_password]
 
-def restore_plan(req):
+
+def read_attempt(req):
+    try:
+        with open(req.attempt_file) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def force_wal_switch(dsn, timeout=120):
+    """pg_switch_wal() on the source, then wait until the segment it closed is archived. Everything committed
+    before the returned moment (Unix seconds) is then in the repository."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pg
+
+    step = "force a WAL switch on the source"
+    with pg.connect(dsn, step=step, application_name="pgdr pitr restore", autocommit=True) as conn:
+        switched_at = float(conn.execute("select extract(epoch from clock_timestamp())").fetchone()[0])
+        try:
+            segment = conn.execute("select pg_walfile_name(pg_switch_wal())").fetchone()[0]
+        except pg.psycopg.Error as exc:
+            raise DRError(
+                f"pg_switch_wal() failed on the source: {str(exc).strip().splitlines()[0]}",
+                step=step,
+                subject=pg.describe_dsn(dsn),
+                hint="give a superuser DSN of the source (pitr_restore_source_dsn), or turn the switch off and pick "
+                "a time within the restorable window",
+            ) from None
+        deadline = time.monotonic() + timeout
+        while True:
+            archived, failed = conn.execute(
+                "select last_archived_wal, last_failed_wal from pg_stat_archiver"
+            ).fetchone()
+            if (archived or "") >= segment:
+                break
+            if time.monotonic() > deadline:
+                raise DRError(
+                    f"WAL segment {segment} was not archived within {timeout} s after the switch"
+                    + (f" (the last failed segment is {failed})" if failed else ""),
+                    step=step,
+                    subject=pg.describe_dsn(dsn),
+                    hint="check archiving on the source (playbooks/pitr_info.yml, the PostgreSQL log), then run the "
+                    "same command again",
+                )
+            time.sleep(0.3)
+    return {"switched_at": iso(switched_at), "switched_at_ts": switched_at, "segment": segment}
+
+
+def _read_reachable(req, reader, bin_dir):
+    summary = read_stanza(reader, req.repo.where())
+    moment, summary["last_commit_lsn"], summary["last_commit_segment"] = reader.last_archived_commit(
+        summary["archive"], bin_dir
+    )
+    summary["last_commit_at"] = moment
+    summary["last_commit_ts"] = moment.timestamp() if moment else None
+    return summary
+
+
+def restore_plan(req, check_mode=False):
     """What a restore run does: 'none' (restored, up and promoted already), 'start' (restored, stopped) or 'restore'
-    (with the base backup, the WAL range and the window). Raises for a data folder that holds something else."""
-    bin_dir = bin_dir_for(req.data_dir, req.bin_dir)
+    (with the base backup, the WAL range, the reachable window and the time replay stops at). Raises for a data
+    folder that holds something else. A folder a failed or killed attempt left (its attempt file, no marker) is
+    cleaned by the restore (``clean_failed``). With switch_wal and the source's DSN, a target after the last
+    archived commit forces a WAL switch on the source first (only planned in check mode)."""
     marker = read_marker(req.data_dir)
     plan = {"data_dir": req.data_dir, "target_time": iso(req.target_time), "stanza": req.stanza}
     if req.marker_matches(marker):
-        running = cluster_running(bin_dir, req.data_dir)
+        running = cluster_running(bin_dir_for(req.data_dir, req.bin_dir), req.data_dir)
         plan.update(
             action="none" if running else "start",
             port=marker["port"],
             backup=marker.get("backup"),
             wal_range=marker.get("wal_range"),
             window=marker.get("window"),
+            point_in_time=marker.get("point_in_time") or {},
             marker=marker,
         )
+        if running and req.runbook_user and req.runbook_password:
+            plan["runbook_login"] = "works" if runbook_login_works(req, marker["port"]) else "refused"
+            if plan["runbook_login"] == "refused":
+                plan["action"] = "password"
         return plan
-    if not dir_empty(req.data_dir):
+    attempt = read_attempt(req)
+    if not dir_empty(req.data_dir) and not (attempt and not marker):
         other = ""
         if marker:
             other = f" (it holds a restore of {marker.get('target_time')} from stanza {marker.get('stanza')})"
@@ -805,18 +1045,66 @@ def restore_plan(req):
             subject=req.data_dir,
             hint="choose a new cluster name or data folder, or remove that one after checking it is not needed",
         )
-    summary = read_stanza(req.reader(), req.repo.where())
-    backup, window = choose_backup(summary, req.target_time)
+    reader = req.reader()
+    summary = parse_info(reader.info())
+    check_info(summary, req.repo.where())
+    bin_dir = req.bin_dir or DEFAULT_BIN_DIR.format(major=summary.get("pg_version") or "15")
+    summary = _read_reachable(req, reader, bin_dir)
+    target_ts = req.target_time.timestamp()
+    switch = None
+    last = summary["last_commit_ts"]
+    reachable = window_text(summary)
+    if (last is None or target_ts > last) and req.switch_wal and req.source_dsn and target_ts <= time.time():
+        if check_mode:
+            switch = {"planned": True}
+            summary = dict(summary, last_commit_ts=target_ts)  # what the switch is for; the real run re-reads
+        else:
+            switch = force_wal_switch(req.source_dsn, min(req.timeout, 300))
+            summary = _read_reachable(req, reader, bin_dir)
+            last = summary["last_commit_ts"]
+            reachable = window_text(summary)
+    # Replay by time stops only before a transaction that ended after the target: at the last archived commit
+    # itself, or after it, there is none, so replay stops by LSN right after that commit instead. That is the state
+    # at the target when the target is that commit's time, or when a WAL switch after the target proves that no
+    # transaction ended between that commit and the target.
+    stop_lsn, note = None, None
+    if not (switch and switch.get("planned")) and summary["last_commit_at"] is not None:
+        if req.target_time == summary["last_commit_at"]:
+            stop_lsn = summary["last_commit_lsn"]
+        elif switch and last < target_ts <= switch["switched_at_ts"]:
+            stop_lsn = summary["last_commit_lsn"]
+            note = (
+                f"no transaction ended between the last archived commit {iso(summary['last_commit_at'])} and the "
+                f"target {iso(req.target_time)} (WAL switched on the source at {switch['switched_at']} and archived):"
+                " replay stops right after that commit, which is the state at the target"
+            )
+    after_hint = (
+        "pick a time within the window; or let the run force a WAL switch on the source first "
+        "(pitr_restore_switch_wal: true with pitr_restore_source_dsn, a superuser DSN of the source), or wait for "
+        "the source's archive_timeout; then run the same command again"
+    )
+    effective = summary["last_commit_at"] if stop_lsn else req.target_time
+    backup, window = choose_backup(summary, effective, after_hint=after_hint)
+    if switch and switch.get("planned"):
+        window = f"{reachable}; the WAL switch makes everything committed until then reachable"
+        note = "would force a WAL switch on the source first (the target is after the last archived commit)"
     plan.update(
         action="restore",
         port=req.port or None,
         backup=backup,
         wal_range={"from": backup["wal_start"], "to": summary["archive"]["max"]},
         window=window,
+        restore_to=iso(effective),
+        stop_lsn=stop_lsn,
+        last_archived_commit_at=iso(summary["last_commit_ts"]) if not (switch and switch.get("planned")) else None,
+        wal_switch={k: v for k, v in switch.items() if k != "switched_at_ts"} if switch else None,
+        note=note,
         newest_wal_at=summary["newest_wal_at"],
-        newest_wal_age_s=round(time.time() - summary["newest_wal_ts"], 1) if summary["newest_wal_ts"] else None,
         system_id=summary["system_id"],
         verify=req.verify,
+        clean_failed=bool(attempt) and not marker,
+        failed_attempt=attempt if attempt and not marker else None,
+        bin_dir=bin_dir,
     )
     return plan
 
@@ -824,7 +1112,7 @@ def restore_plan(req):
 def wait_promoted(req, bin_dir, port, deadline):
     """Poll until the cluster is out of recovery; fail early when the server stopped (a failed recovery)."""
     while True:
-        rc, out, _ = psql(bin_dir, req.socket_dir, port, "select pg_is_in_recovery()")
+        rc, out, _ = psql(bin_dir, req.socket_dir, port, "select pg_is_in_recovery()", user=req.admin_user)
         if rc == 0 and out == "f":
             return
         if not cluster_running(bin_dir, req.data_dir):
@@ -873,21 +1161,150 @@ def recovery_hint(log, default):
     if "recovery ended before configured recovery target was reached" in log:
         return (
             "the archived WAL ends before the target time (nothing committed after it has been archived yet, as on "
-            "a quiet database): pick an earlier time, or wait for the next archived WAL and retry into a new folder"
+            "a quiet database): pick an earlier time, or wait for the next archived WAL and run the same command again"
         )
     return default
+
+
+def scram_verifier(password, salt=None, iterations=4096):
+    """A SCRAM-SHA-256 verifier of password, as PostgreSQL stores it: ALTER ROLE ... PASSWORD with it sends no
+    plaintext to the server (nor to its log)."""
+    import base64
+    import hashlib
+    import hmac
+
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+
+    def b64(data):
+        return base64.b64encode(data).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def runbook_login_works(req, port):
+    """Whether the runbook user logs in over TCP with its own password."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pg
+
+    try:
+        with pg.psycopg.connect(
+            host=req.host,
+            port=port,
+            user=req.runbook_user,
+            password=req.runbook_password,
+            dbname=req.dbname,
+            connect_timeout=5,
+            application_name="pgdr pitr restore",
+        ):
+            return True
+    except pg.psycopg.OperationalError:
+        return False
+
+
+def set_runbook_password(req, bin_dir, port):
+    """Give the runbook user of the restored cluster its own password (the source's no longer opens it)."""
+    from psycopg import sql
+
+    statement = (
+        sql.SQL("alter role {} password {}")
+        .format(sql.Identifier(req.runbook_user), sql.Literal(scram_verifier(req.runbook_password)))
+        .as_string(None)
+    )
+    rc, _, err = psql(bin_dir, req.socket_dir, port, None, user=req.admin_user, stdin=statement)
+    if rc != 0:
+        raise DRError(
+            f"cannot set the runbook user's password on the restored cluster: {redact(err, req.secrets())[:300]}",
+            step="set the restored cluster's password",
+            subject=f"{req.data_dir}, role {req.runbook_user}",
+            hint="pitr_restore_admin_user must be a superuser of the source that the postgres OS user reaches over "
+            "the Unix socket (peer or trust in its pg_hba.conf), and pitr_restore_user a role of the source",
+        )
+    if not runbook_login_works(req, port):
+        raise DRError(
+            f"the restored cluster refuses {req.runbook_user} over TCP with its new password",
+            step="set the restored cluster's password",
+            subject=f"{req.host}:{port}",
+            hint="check the restored cluster's pg_hba.conf (a copy of the source's): it must allow password logins "
+            "from this host",
+        )
+
+
+def forget_repository(req):
+    """After promotion the cluster needs the repository no more: remove the configuration file (the S3 keys and
+    the cipher passphrase) and the restore_command that names it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(req.config_file)
+    auto = os.path.join(req.data_dir, "postgresql.auto.conf")
+    with contextlib.suppress(FileNotFoundError):
+        with open(auto) as fh:
+            lines = fh.read().splitlines()
+        kept = [
+            f"# {line}  (removed by pgdr after recovery)" if line.strip().startswith("restore_command") else line
+            for line in lines
+        ]
+        if kept != lines:
+            uid, gid = postgres_ids()
+            with open(auto, "w") as fh:
+                fh.write("\n".join(kept) + "\n")
+            if os.geteuid() == 0:
+                os.chown(auto, uid, gid)
+
+
+def clean_failed(req, bin_dir):
+    """Stop and empty what a failed attempt left in the data folder (never a completed restore: it has a marker),
+    and remove the repository's configuration file."""
+    if read_marker(req.data_dir):
+        return
+    stop_cluster(req.data_dir, bin_dir)
+    if os.path.isdir(req.data_dir):
+        for name in os.listdir(req.data_dir):
+            path = os.path.join(req.data_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(req.config_file)
+
+
+def point_in_time(req, plan, last_xact, timeline):
+    """What the record says about the moment restored: the target, where replay stopped, the last replayed commit,
+    the timeline, the base backup, and the RPO relative to the target (target minus the last replayed commit)."""
+    rpo = None
+    if last_xact:
+        rpo = round(max(0.0, req.target_time.timestamp() - parse_time(last_xact).timestamp()), 3)
+    return {
+        "target_time": iso(req.target_time),
+        "restored_to": plan.get("restore_to") or iso(req.target_time),
+        "stopped_by": f"lsn {plan['stop_lsn']}" if plan.get("stop_lsn") else "time",
+        "last_replayed_commit_at": last_xact or None,
+        "timeline": timeline,
+        "base_backup": (plan.get("backup") or {}).get("label"),
+        "base_backup_type": (plan.get("backup") or {}).get("type"),
+        "window": plan.get("window"),
+        "last_archived_commit_at": plan.get("last_archived_commit_at"),
+        "wal_switch": plan.get("wal_switch"),
+        "note": plan.get("note"),
+        "rpo_s": rpo,
+    }
 
 
 def restore(req, plan):
     """Carry out a plan from restore_plan(); returns the result (timings, the cluster's port and socket)."""
     started = time.monotonic()
-    bin_dir = bin_dir_for(req.data_dir, req.bin_dir)
     result = {"plan": plan, "changed": plan["action"] != "none", "data_dir": req.data_dir}
     port = plan.get("port") or req.port
-    if plan["action"] == "none":
-        result.update(port=port, marker=plan["marker"])
+    if plan["action"] in ("none", "password"):
+        bin_dir = bin_dir_for(req.data_dir, req.bin_dir)
+        if plan["action"] == "password":
+            set_runbook_password(req, bin_dir, port)
+        result.update(port=port, marker=plan["marker"], point_in_time=plan["point_in_time"])
         return result
     if plan["action"] == "start":
+        bin_dir = bin_dir_for(req.data_dir, req.bin_dir)
         if not port_free(port):
             raise DRError(
                 f"port {port} of the restored cluster is taken by another program",
@@ -897,15 +1314,46 @@ def restore(req, plan):
             )
         start_cluster(req, bin_dir, port)
         wait_promoted(req, bin_dir, port, time.monotonic() + req.timeout)
-        result.update(port=port, marker=plan["marker"], timings={"start_s": round(time.monotonic() - started, 2)})
+        if req.runbook_user and req.runbook_password and not runbook_login_works(req, port):
+            set_runbook_password(req, bin_dir, port)
+        result.update(port=port, marker=plan["marker"], point_in_time=plan["point_in_time"])
+        result["timings"] = {"start_s": round(time.monotonic() - started, 2)}
         return result
 
+    bin_dir = plan.get("bin_dir") or bin_dir_for(req.data_dir, req.bin_dir)
     port = port or pick_port()
     if not port_free(port):
         raise DRError(
             f"port {port} is in use", step="choose a port", subject=req.data_dir, hint="choose another port or 0"
         )
     timings = {}
+    if plan.get("clean_failed"):
+        clean_failed(req, bin_dir)
+        result["cleaned_failed_attempt"] = plan.get("failed_attempt")
+    ensure_dir(os.path.dirname(req.data_dir))
+    write_private_file(
+        req.attempt_file,
+        json.dumps({"target_time": iso(req.target_time), "stanza": req.stanza, "started_at": iso(time.time())}) + "\n",
+    )
+    try:
+        marker = _restore_files_and_replay(req, plan, bin_dir, port, timings, started)
+    except BaseException as exc:
+        clean_failed(req, bin_dir)
+        if isinstance(exc, DRError):
+            exc.hint = (exc.hint or "read the message above") + (
+                "; the failed attempt's data folder was stopped and emptied (its log stays): run the same command "
+                "again once the cause is fixed"
+            )
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(req.attempt_file)
+    result.update(port=port, marker=marker, timings=timings, point_in_time=marker["point_in_time"])
+    result["last_replayed_transaction_at"] = marker["point_in_time"]["last_replayed_commit_at"]
+    result["timeline"] = marker["point_in_time"]["timeline"]
+    return result
+
+
+def _restore_files_and_replay(req, plan, bin_dir, port, timings, started):
     if req.verify:
         t0 = time.monotonic()
         report = req.reader().verify()
@@ -917,41 +1365,57 @@ def restore(req, plan):
                 subject=req.repo.where(),
                 hint="restore from another backup or repository; do not trust this one until the cause is found",
             )
-        result["verify"] = {"ok": True, "status": report["status"]}
     settings = req.settings()
     for folder in [*settings.folders(), req.socket_dir, os.path.dirname(req.log_file)]:
         ensure_dir(folder)
     ensure_dir(req.data_dir)
+    # The repository's keys are in this file only while the files are restored and WAL is replayed.
     write_private_file(
         req.config_file, render_config(settings, req.stanza, req.data_dir, port, pg_socket_path=req.socket_dir)
     )
-    tool = PgBackRest(req.stanza, config_file=req.config_file, secrets=req.repo.secrets(), binary=req.binary)
-    t0 = time.monotonic()
-    tool.run(
-        "restore",
-        f"--set={plan['backup']['label']}",
-        "--type=time",
-        f"--target={pg_time(req.target_time)}",
-        "--target-action=promote",
-        "--archive-mode=off",
-        step="restore the base backup",
-        timeout=req.timeout,
-    )
-    timings["restore_s"] = round(time.monotonic() - t0, 2)
-    with open(os.path.join(req.data_dir, "postgresql.auto.conf"), "a") as fh:
-        fh.write(RESTORED_SETTINGS.format(port=port, socket_dir=req.socket_dir, listen_addresses=req.listen_addresses))
-    t0 = time.monotonic()
-    start_cluster(req, bin_dir, port)
-    wait_promoted(req, bin_dir, port, time.monotonic() + req.timeout)
-    timings["replay_s"] = round(time.monotonic() - t0, 2)
+    try:
+        tool = PgBackRest(req.stanza, config_file=req.config_file, secrets=req.repo.secrets(), binary=req.binary)
+        t0 = time.monotonic()
+        tool.run(
+            "restore",
+            f"--set={plan['backup']['label']}",
+            *(
+                ["--type=lsn", f"--target={plan['stop_lsn']}"]
+                if plan.get("stop_lsn")
+                else ["--type=time", f"--target={pg_time(req.target_time)}"]
+            ),
+            "--target-action=promote",
+            "--archive-mode=off",
+            step="restore the base backup",
+            timeout=req.timeout,
+        )
+        timings["restore_s"] = round(time.monotonic() - t0, 2)
+        with open(os.path.join(req.data_dir, "postgresql.auto.conf"), "a") as fh:
+            fh.write(
+                RESTORED_SETTINGS.format(port=port, socket_dir=req.socket_dir, listen_addresses=req.listen_addresses)
+            )
+        t0 = time.monotonic()
+        start_cluster(req, bin_dir, port)
+        wait_promoted(req, bin_dir, port, time.monotonic() + req.timeout)
+        timings["replay_s"] = round(time.monotonic() - t0, 2)
+    finally:
+        forget_repository(req)
     rc, out, _ = psql(
         bin_dir,
         req.socket_dir,
         port,
         "select coalesce(to_char(pg_last_xact_replay_timestamp() at time zone 'UTC',"
-        " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), (select timeline_id from pg_control_checkpoint())",
+        " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''),"
+        " ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
+        user=req.admin_user,
     )
     last_xact, timeline = [*out.split("|"), "", ""][:2] if rc == 0 else ("", "")
+    if plan.get("stop_lsn"):
+        # Stopping by LSN right after that commit, PostgreSQL does not count it in pg_last_xact_replay_timestamp()
+        # (it checks the LSN first), though it replayed it: the commit's own time is what was restored.
+        last_xact = plan["restore_to"]
+    if req.runbook_user and req.runbook_password:
+        set_runbook_password(req, bin_dir, port)
     timings["total_s"] = round(time.monotonic() - started, 2)
     marker = {
         "version": MARKER_VERSION,
@@ -965,12 +1429,11 @@ def restore(req, plan):
         "socket_dir": req.socket_dir,
         "restored_at": iso(time.time()),
         "last_replayed_transaction_at": last_xact or None,
+        "point_in_time": point_in_time(req, plan, last_xact, int(timeline) if timeline.strip().isdigit() else None),
         "timings": timings,
     }
     write_private_file(os.path.join(req.data_dir, MARKER), json.dumps(marker, indent=2, sort_keys=True) + "\n")
-    result.update(port=port, marker=marker, timings=timings, last_replayed_transaction_at=last_xact or None)
-    result["timeline"] = int(timeline) if timeline.strip().isdigit() else None
-    return result
+    return marker
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1172,25 +1635,42 @@ def describe_plan(plan):
     """One line for check mode and reports."""
     if plan["action"] == "none":
         return f"{plan['data_dir']} holds the restore of {plan['target_time']}, up and promoted; nothing to do"
+    if plan["action"] == "password":
+        return f"{plan['data_dir']} holds the restore of {plan['target_time']}; would set the runbook user's password"
     if plan["action"] == "start":
         return f"{plan['data_dir']} holds the restore of {plan['target_time']}; would start it on port {plan['port']}"
     b = plan["backup"]
     port = plan["port"] or "a free port"
-    return (
+    to = plan["target_time"]
+    if plan.get("restore_to") and plan["restore_to"] != plan["target_time"]:
+        to = f"{plan['restore_to']} (the state at {plan['target_time']})"
+    text = (
         f"would restore {b['type']} backup {b['label']} (ended {b['stop']}) and replay WAL {plan['wal_range']['from']}"
-        f" .. {plan['wal_range']['to']} up to {plan['target_time']} into {plan['data_dir']} on {port}"
+        f" .. {plan['wal_range']['to']} up to {to} into {plan['data_dir']} on {port}"
         f" (restorable window {plan['window']})"
     )
+    if plan.get("clean_failed"):
+        text += "; would first clean the folder a failed attempt left"
+    if plan.get("note"):
+        text += f"; {plan['note']}"
+    return text
 
 
 def describe_result(result):
     plan = result["plan"]
     if plan["action"] == "none":
         return describe_plan(plan)
+    if plan["action"] == "password":
+        return f"set the runbook user's password on the restore of {plan['target_time']} in {plan['data_dir']}"
     t = result.get("timings") or {}
     if plan["action"] == "start":
         return f"started the restore of {plan['target_time']} in {plan['data_dir']} on port {result['port']}"
-    return (
+    point = result.get("point_in_time") or {}
+    text = (
         f"restored {plan['backup']['label']} + WAL to {plan['target_time']} into {plan['data_dir']}, promoted, on port "
-        f"{result['port']} (restore {t.get('restore_s')} s, replay {t.get('replay_s')} s, total {t.get('total_s')} s)"
+        f"{result['port']} (restore {t.get('restore_s')} s, replay {t.get('replay_s')} s, total {t.get('total_s')} s);"
+        f" last replayed commit {point.get('last_replayed_commit_at') or 'none'}, timeline {point.get('timeline')}"
     )
+    if plan.get("note"):
+        text += f"; {plan['note']}"
+    return text

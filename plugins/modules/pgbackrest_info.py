@@ -68,7 +68,10 @@ archive:
   returned: always
   type: dict
 window:
-  description: Restorable window (earliest, latest) as ISO-8601 times; nulls when nothing is restorable.
+  description:
+    - Restorable window (earliest, latest) as ISO-8601 times; nulls when nothing is restorable. latest is the last
+      archived commit (read with pg_waldump from the newest archived segments), the newest moment replay can reach;
+      text says it in words.
   returned: always
   type: dict
 freshness:
@@ -108,6 +111,11 @@ def main():
             pb.check_info(summary)
             summary["newest_wal_ts"] = tool.newest_wal_time(summary["archive"])
         fresh = pb.freshness(summary, max_wal_age_s=p["max_wal_age_s"], max_base_age_s=p["max_base_age_s"])
+        if summary["exists"] and summary["backups"] and summary["archive"]["max"]:
+            # What a restore can reach ends at the last archived commit, not at the newest WAL's upload.
+            bin_dir = pb.DEFAULT_BIN_DIR.format(major=summary.get("pg_version") or "15")
+            moment, _, _ = tool.last_archived_commit(summary["archive"], bin_dir)
+            summary["last_commit_ts"] = moment.timestamp() if moment else None
         earliest, latest = pb.restorable_window(summary)
         result = {
             "changed": False,
@@ -115,7 +123,7 @@ def main():
             "status": summary["status"],
             "backups": summary["backups"],
             "archive": summary["archive"],
-            "window": {"earliest": pb.iso(earliest), "latest": pb.iso(latest)},
+            "window": {"earliest": pb.iso(earliest), "latest": pb.iso(latest), "text": pb.window_text(summary)},
             "freshness": fresh,
             "msg": (
                 f"stanza {p['stanza']}: {len(summary['backups'])} backups, newest WAL {fresh['newest_wal_age_s']} s "

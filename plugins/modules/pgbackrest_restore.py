@@ -12,10 +12,22 @@ description:
   - Never writes over anything. It refuses a data folder that exists and is not empty, and a target time outside
     the restorable window (from the end of the first backup to the upload of the newest archived WAL), naming the
     window.
-  - A marker file (C(pgdr-pitr.json)) in the data folder records what was restored. A second run for the same
-    target time into the same folder changes nothing when the cluster is up and promoted, and only starts it when
-    it is stopped.
-  - The restored cluster holds the source's roles and passwords.
+  - The upper end of the window is the last archived commit, read from the newest archived WAL segments with
+    C(pg_waldump). Replay by time stops only before a transaction that ended after the target, so a later target
+    cannot be reached, and at that commit itself replay stops by its LSN. With O(switch_wal) and O(source_dsn), a
+    target after it (and not in the future) first forces a WAL switch on the source and waits until that segment is
+    archived; when no transaction ended between the last archived commit and the target, replay stops right after
+    that commit (by LSN), which is the state at the target, and the result says so.
+  - A marker file (C(pgdr-pitr.json)) in the data folder records what was restored (the target, where replay
+    stopped, the last replayed commit, the timeline, the base backup). A second run for the same target time into
+    the same folder changes nothing when the cluster is up and promoted, and only starts it when it is stopped.
+  - A failed attempt stops its cluster and empties its data folder (its log stays); an attempt file next to the
+    data folder lets the next run of the same command clean what a killed run left and restore again.
+  - The repository's configuration file (S3 keys, cipher passphrase) exists only while the files are restored and
+    WAL is replayed; it is removed after promotion or failure, and with it the C(restore_command) that names it.
+  - The restored cluster holds the source's roles and password hashes; O(runbook_user) gets its own password
+    (O(runbook_password)), set as O(admin_user) over the Unix socket with a SCRAM verifier (no plaintext reaches
+    the server), so the source's password does not open it for the runbooks.
 version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
@@ -28,9 +40,46 @@ options:
     type: str
     required: true
   data_dir:
-    description: Data folder of the new cluster. Must not exist, or be empty. Its parent holds the cluster's files.
+    description:
+      - Data folder of the new cluster. Must not exist, or be empty. Its parent holds the cluster's files.
+      - Give O(data_dir), or O(root) (the folder is then C(ROOT/NAME/data)).
     type: path
-    required: true
+  root:
+    description: Folder holding one sub-folder per restored cluster; the data folder is C(ROOT/NAME/data).
+    type: path
+  name:
+    description:
+      - Name of the restored cluster's folder under O(root). Empty for C(pitr-<the target as a UTC instant>)
+        (C(pitr-20261128T140500Z), with the fraction of a second when the target has one), so two spellings of one
+        instant find the same cluster and two instants never share one.
+    type: str
+    default: ""
+  source_dsn:
+    description:
+      - libpq connection string of the source as a superuser (pg_switch_wal, pg_stat_archiver), used only with
+        O(switch_wal). Never logged.
+    type: str
+  switch_wal:
+    description:
+      - When the target is after the last archived commit, force a WAL switch on the source (O(source_dsn)) first
+        and wait until it is archived. In check mode the switch is only planned.
+    type: bool
+    default: false
+  admin_user:
+    description: A superuser of the restored cluster (a copy of the source's) that the postgres OS user reaches over
+      the Unix socket (peer or trust). It sets O(runbook_user)'s password and runs the queries of the restore.
+    type: str
+    default: postgres
+  runbook_user:
+    description: The role the runbooks log in as over TCP after the restore.
+    type: str
+  runbook_password:
+    description: The restored cluster's own password for O(runbook_user) (not the source's). Never logged.
+    type: str
+  dbname:
+    description: Database the runbooks use (for the login check).
+    type: str
+    default: postgres
   port:
     description: Port of the new cluster; V(0) picks a free one (kept in the marker for later runs).
     type: int
@@ -71,7 +120,8 @@ attributes:
   check_mode:
     support: full
     details: Reads the repository (without writing a configuration file) and returns the base backup, WAL range and
-      window it would use. Creates no folder.
+      window it would use, and when it would force a WAL switch on the source. Creates no folder, connects to no
+      database (a planned WAL switch is only reported).
   diff_mode:
     support: none
 seealso:
@@ -112,9 +162,25 @@ timings:
   returned: when something ran
   type: dict
 rpo_s:
-  description: Age of the newest archived WAL when the restore started (the RPO achieved by this restore).
-  returned: when a restore ran or would run
+  description:
+    - Data lost relative to the target, in seconds - the target time minus the last replayed commit's time; null
+      when nothing was replayed or in check mode.
+  returned: always
   type: float
+point_in_time:
+  description:
+    - The moment restored - target_time, restored_to (where replay stopped), last_replayed_commit_at, timeline,
+      base_backup, base_backup_type, window, last_archived_commit_at, wal_switch, note, rpo_s.
+  returned: unless check mode
+  type: dict
+data_dir:
+  description: The data folder of the restored cluster.
+  returned: always
+  type: str
+name:
+  description: The restored cluster's folder name (with O(root)).
+  returned: always
+  type: str
 last_replayed_transaction_at:
   description: Commit time of the last transaction replayed.
   returned: when a restore ran
@@ -131,6 +197,8 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common impor
 
 
 def main():
+    import os
+
     from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
 
     module = AnsibleModule(
@@ -138,7 +206,9 @@ def main():
             "stanza": {"type": "str", "required": True},
             "repo": pb.repo_spec(),
             "target_time": {"type": "str", "required": True},
-            "data_dir": {"type": "path", "required": True},
+            "data_dir": {"type": "path"},
+            "root": {"type": "path"},
+            "name": {"type": "str", "default": ""},
             "port": {"type": "int", "default": 0},
             "listen_addresses": {"type": "str", "default": "127.0.0.1"},
             "config_file": {"type": "path"},
@@ -149,17 +219,33 @@ def main():
             "timeout": {"type": "int", "default": 600},
             "process_max": {"type": "int", "default": 2},
             "verify": {"type": "bool", "default": True},
+            "source_dsn": {"type": "str", "no_log": True},
+            "switch_wal": {"type": "bool", "default": False},
+            "admin_user": {"type": "str", "default": "postgres"},
+            "runbook_user": {"type": "str"},
+            "runbook_password": {"type": "str", "no_log": True},
+            "dbname": {"type": "str", "default": "postgres"},
         },
+        required_one_of=[["data_dir", "root"]],
+        mutually_exclusive=[["data_dir", "root"]],
+        required_by={"runbook_password": "runbook_user"},
         supports_check_mode=True,
     )
     long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     p = module.params
     try:
+        target = pb.parse_time(p["target_time"])
+        name = p["name"] or pb.cluster_name(target)
+        if p["switch_wal"] and not (p["source_dsn"] or "").strip():
+            module.fail_json(
+                msg="switch_wal needs the source's DSN (source_dsn, a superuser's): an empty connection string "
+                "would fall back to libpq's defaults, which may name another server"
+            )
         request = pb.RestoreRequest(
             p["stanza"],
             pb.repo_from_params(p["repo"]),
-            pb.parse_time(p["target_time"]),
-            p["data_dir"],
+            target,
+            p["data_dir"] or os.path.join(p["root"], name, "data"),
             port=p["port"],
             config_file=p["config_file"],
             work_dir=p["work_dir"],
@@ -170,22 +256,34 @@ def main():
             timeout=p["timeout"],
             process_max=p["process_max"],
             verify=p["verify"],
+            source_dsn=p["source_dsn"],
+            switch_wal=p["switch_wal"],
+            admin_user=p["admin_user"],
+            runbook_user=p["runbook_user"],
+            runbook_password=p["runbook_password"],
+            dbname=p["dbname"],
         )
-        plan = pb.restore_plan(request)
+        plan = pb.restore_plan(request, check_mode=module.check_mode)
         common = {
             "plan": plan,
-            "host": p["listen_addresses"].split(",")[0].strip(),
+            "host": request.host,
             "socket_dir": request.socket_dir,
             "data_dir": request.data_dir,
+            "name": os.path.basename(os.path.dirname(request.data_dir)),
         }
-        if plan["action"] == "restore":
-            common["rpo_s"] = plan["newest_wal_age_s"]
         if module.check_mode:
+            point = plan.get("point_in_time")
             module.exit_json(
-                changed=plan["action"] != "none", port=plan.get("port"), msg=pb.describe_plan(plan), **common
+                changed=plan["action"] != "none",
+                port=plan.get("port"),
+                rpo_s=(point or {}).get("rpo_s"),
+                msg=pb.describe_plan(plan),
+                **({"point_in_time": point} if point else {}),
+                **common,
             )
         result = pb.restore(request, plan)
         result.update(common)
+        result["rpo_s"] = (result.get("point_in_time") or {}).get("rpo_s")
         result["msg"] = pb.describe_result(result)
         module.exit_json(**result)
     except (Exception, Interrupted) as exc:  # the one error path

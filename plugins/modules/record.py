@@ -70,10 +70,13 @@ options:
       - The point the restore aims at (ISO-8601 time or UTC epoch seconds); the RPO is its distance to the
         backup's C(taken_at). Default O(started_at) (restoring the latest data available at the start).
       - Text that is not a time is recorded as a note, with no RPO.
+      - Kept in the event as C(point_in_time); a PITR's C(details.point_in_time) (where replay stopped, the last
+        replayed commit, the timeline, the base backup) and C(details.not_checked) show in the entry and the report.
     type: str
   rpo_s:
     description:
-      - The achieved RPO in seconds when the restore path measured it (the newest archived WAL's age for PITR);
+      - The achieved RPO in seconds when the restore path measured it (for PITR the target time minus the last
+        replayed commit, the data lost relative to the target);
         overrides the distance between O(point_in_time) and the backup's C(taken_at). Negative means not measured.
     type: float
   details:
@@ -236,6 +239,7 @@ def main():
             changed=p["run_changed"],
             started_at=p["started_at"],
             notes=notes,
+            point_in_time=p["point_in_time"],
         )
         result = audit.record(
             event,

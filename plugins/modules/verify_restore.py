@@ -284,7 +284,8 @@ def main():
             catalog.validate_manifest(p["manifest"], "manifest option")
         if p["migrations_dir"]:
             verify.migration_files(p["migrations_dir"])  # a wrong path fails in check mode too
-        exists = verify.database_exists(p["dsn"])
+        # A rehearsal of a restore that is only planned connects nowhere (an empty DSN would mean libpq's defaults).
+        exists = not (module.check_mode and p["plan_only"]) and verify.database_exists(p["dsn"])
         if module.check_mode and (p["plan_only"] or not exists):
             exit_checks_skipped(module, list(verify.VERIFY_CHECKS) + (["command"] if p["command"] else []), "verify")
         marker = None

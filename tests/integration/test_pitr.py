@@ -201,7 +201,9 @@ def test_restore_to_a_time_keeps_exactly_the_rows_before_it(pitr, run_playbook, 
     TIMINGS.update({f"restore_{k}": v for k, v in result["timings"].items()})
     TIMINGS["achieved_rpo_s"] = result["rpo_s"]
     port = result["port"]
-    dsn = f"postgresql://postgres:{sandbox['production']['password']}@127.0.0.1:{port}/postgres"
+    # The restored cluster's own password for the runbooks (issue 15.7), not production's.
+    own = (Path(sandbox["dir"]) / "secrets" / "pitr-runbook-password").read_text().strip()
+    dsn = f"postgresql://postgres:{own}@127.0.0.1:{port}/postgres"
     with psycopg.connect(dsn) as conn:
         rows = [n for (n,) in conn.execute("select note from pitr_probe order by id")]
         assert rows == expected
@@ -247,7 +249,7 @@ def test_restore_after_the_newest_archived_wal_names_the_window(pitr, run_playbo
     extra = {**pitr["vars"], "target_time": "2099-01-01T00:00:00Z", "cluster": "too-late"}
     run = run_playbook("playbooks/pitr_restore.yml", extra)
     assert run.rc != 0
-    assert "is after the newest archived WAL" in run.stdout and "the restorable window is" in run.stdout
+    assert "is after the last archived commit" in run.stdout and "the restorable window is" in run.stdout
 
 
 def test_restore_refuses_a_data_folder_that_holds_something(pitr, run_playbook):

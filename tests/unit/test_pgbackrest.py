@@ -192,3 +192,104 @@ def test_verify_report_is_read_not_its_exit_code():
 )
 def test_classify_names_the_cause(text, words):
     assert words in pb.classify(text)[0]
+
+
+# --- issue 15: folder names, the reachable window, the record, the restored cluster's password ------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("2026-11-28T18:47:13+00:01", "2026-11-28T18:47:13.0001Z", False),  # the same digits, two instants
+        ("2026-11-28T18:47:13Z", "2026-11-28T19:47:13+01:00", True),  # one instant, two spellings
+        ("2026-11-28 18:47:13", "2026-11-28T18:47:13.000000Z", True),
+        ("2026-11-28T18:47:13.5Z", "2026-11-28T18:47:13.500000+00:00", True),
+    ],
+)
+def test_cluster_names_come_from_the_normalised_utc_instant(a, b, same):
+    assert (pb.cluster_name(a) == pb.cluster_name(b)) is same
+    assert pb.cluster_name("2026-11-28T18:47:13+00:01") == "pitr-20261128T184613Z"
+    assert pb.cluster_name("2026-11-28T18:47:13.0001Z") == "pitr-20261128T184713.000100Z"
+
+
+WALDUMP = """\
+rmgr: Heap        len (rec/tot):     59/    59, tx:        761, lsn: 0/06019DA8, prev 0/06018528, desc: INSERT
+rmgr: Transaction len (rec/tot):    421/   421, tx:        761, lsn: 0/07000028, prev 0/06019DE8, desc: COMMIT \
+2026-12-01 23:32:54.347447 UTC; inval msgs: catcache 80
+rmgr: Transaction len (rec/tot):     34/    34, tx:        762, lsn: 0/070000D8, prev 0/07000028, desc: ABORT \
+2026-12-01 23:33:01.000001 UTC
+rmgr: XLOG        len (rec/tot):     24/    24, tx:          0, lsn: 0/07000100, prev 0/070000D8, desc: SWITCH
+pg_waldump: error: error in WAL record at 0/7000100: invalid record length
+"""
+
+
+def test_the_last_transaction_end_is_read_from_pg_waldump_to_the_microsecond():
+    moment, lsn = pb.last_commit_in(WALDUMP)
+    assert moment == datetime(2026, 12, 1, 23, 33, 1, 1, tzinfo=UTC) and lsn == "0/070000D8"
+    assert pb.last_commit_in("rmgr: Heap ... desc: INSERT\n") == (None, None)
+
+
+def test_the_window_ends_at_the_last_archived_commit_and_a_later_target_names_the_switch():
+    s = summary()
+    s["last_commit_ts"] = 4000.5
+    assert pb.window_text(s) == "1970-01-01T00:16:40Z .. 1970-01-01T01:06:40.500000Z (the last archived commit)"
+    assert pb.choose_backup(s, at(4000.5))[0]["label"] == "F3"
+    with pytest.raises(DRError, match="is after the last archived commit") as err:
+        pb.choose_backup(s, at(4500), after_hint="let the run force a WAL switch")
+    assert "replay could not reach it" in str(err.value) and "force a WAL switch" in str(err.value)
+    s["last_commit_ts"] = None
+    assert "(no commit archived since the backup)" in pb.window_text(s)
+
+
+def test_the_record_of_the_moment_restored_measures_rpo_against_the_target(tmp_path):
+    req = pb.RestoreRequest("production", repo(), pb.parse_time("2026-12-01T10:00:10Z"), str(tmp_path / "c" / "data"))
+    plan = {"backup": {"label": "F3", "type": "full"}, "window": "w", "restore_to": "2026-12-01T10:00:10Z"}
+    point = pb.point_in_time(req, plan, "2026-12-01T10:00:07.250000Z", 2)
+    assert point["rpo_s"] == 2.75 and point["timeline"] == 2 and point["base_backup"] == "F3"
+    assert point["stopped_by"] == "time" and point["target_time"] == "2026-12-01T10:00:10Z"
+    assert pb.point_in_time(req, dict(plan, stop_lsn="0/7000028"), None, 2)["rpo_s"] is None
+    assert pb.point_in_time(req, dict(plan, stop_lsn="0/7000028"), None, 2)["stopped_by"] == "lsn 0/7000028"
+    assert req.attempt_file == str(tmp_path / "c" / pb.ATTEMPT)
+
+
+def test_the_runbook_password_is_sent_as_a_scram_verifier():
+    import base64
+    import hashlib
+    import hmac
+
+    salt = b"0123456789abcdef"
+    text = pb.scram_verifier("own-password", salt=salt)
+    assert text.startswith("SCRAM-SHA-256$4096:") and "own-password" not in text
+    head, keys = text.split("$")[1:]
+    stored, server = (base64.b64decode(k) for k in keys.split(":"))
+    salted = hashlib.pbkdf2_hmac("sha256", b"own-password", salt, 4096)
+    assert stored == hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    assert server == hmac.new(salted, b"Server Key", "sha256").digest()
+    assert head == "4096:" + base64.b64encode(salt).decode()
+
+
+def test_a_data_folder_left_by_a_failed_attempt_is_planned_for_cleaning_not_refused(tmp_path, monkeypatch):
+    data = tmp_path / "c" / "data"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("15\n")
+    req = pb.RestoreRequest("production", repo(), at(2500), str(data))
+    with pytest.raises(DRError, match="exists and is not empty"):
+        pb.restore_plan(req)
+    (tmp_path / "c" / pb.ATTEMPT).write_text('{"target_time": "x"}')
+
+    class Reader:
+        def info(self):
+            return info_entry(BACKUPS)
+
+        def last_archived_commit(self, archive, bin_dir):
+            return at(4000), "0/7000028", "000000010000000000000009"
+
+        def newest_wal_time(self, archive):
+            return 5000
+
+    monkeypatch.setattr(pb.RestoreRequest, "reader", lambda self: Reader())
+    plan = pb.restore_plan(req)
+    assert plan["action"] == "restore" and plan["clean_failed"] and plan["failed_attempt"] == {"target_time": "x"}
+    assert plan["stop_lsn"] is None and plan["backup"]["label"] == "F1_I2"
+    exact = pb.restore_plan(pb.RestoreRequest("production", repo(), at(4000), str(data)))
+    assert exact["stop_lsn"] == "0/7000028", "a target at the last commit itself stops by its LSN"
