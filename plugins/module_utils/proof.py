@@ -10,7 +10,9 @@ changes nothing). The manifest itself is never touched: it is the signed commit 
 
 A proof killed mid-way (its process, its host or its controller gone) leaves its throwaway database behind, under
 its final name or the restore's temporary name: the next proof drops every database whose name is a throwaway's
-and whose pgdr marker says a restore made it, unless a session is using it (a proof running now).
+and whose pgdr marker says a restore made it (or that has the restore's temporary name), unless a restore holds its
+lock or a session is using it (a proof running now). Run one proof of a source at a time all the same: between its
+restore and its checks, a running proof's database has neither.
 """
 
 from __future__ import annotations
@@ -175,9 +177,14 @@ def plan(target, prefix, source, selector="latest", max_database_bytes=0, databa
 # -- throwaway databases ------------------------------------------------------------------------------------------
 
 
-def leftovers(conn, database_prefix=DATABASE_PREFIX, keep=()):
-    """Throwaway databases of earlier proofs on the server of conn: ``[{database, marker, sessions}]``. Only names
-    of the throwaway form whose pgdr marker says a restore made them; ``keep`` names are left out."""
+def leftovers(conn, dsn, database_prefix=DATABASE_PREFIX, keep=()):
+    """Throwaway databases of earlier proofs on the server of conn (a session on the maintenance database of dsn):
+    ``[{database, marker, sessions, restoring}]``. Only names of the throwaway form whose pgdr marker says a restore
+    made them, or the restore's temporary name (a run killed between its CREATE DATABASE and its marker leaves it
+    unmarked); ``keep`` names are left out. ``restoring`` names the restore that holds the database's restore lock
+    now (target_lock.py), ``sessions`` counts the other sessions on it: either means a proof is running there."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import target_lock
+
     check_database_prefix(database_prefix)
     pattern = _throwaway_re(database_prefix)
     rows = conn.execute(
@@ -190,9 +197,11 @@ def leftovers(conn, database_prefix=DATABASE_PREFIX, keep=()):
         if not pattern.fullmatch(name) or name in keep:
             continue
         marker = _marker(comment)
-        if not marker.get("backup_id"):
+        if not marker.get("backup_id") and not name.endswith(TEMP_SUFFIX):
             continue  # not made by a restore: never ours to drop
-        found.append({"database": name, "marker": marker, "sessions": int(sessions)})
+        final = name.removesuffix(TEMP_SUFFIX)
+        holder = target_lock.RestoreTargetLock(dsn, final, "proof cleanup").holder(conn)
+        found.append({"database": name, "marker": marker, "sessions": int(sessions), "restoring": holder})
     return found
 
 

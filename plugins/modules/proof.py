@@ -12,11 +12,11 @@ description:
     and says whether it is to be proven (RV(plan.action) V(prove)), was proven already (V(none)), or is over the
     size cap O(max_database_bytes) (V(skip)). It also lists the throwaway databases left on the restore server by
     earlier, killed proofs (RV(leftovers)). Read-only.
-  - O(action=cleanup) drops those leftovers (databases named C(<database_prefix>_<backup id>), or the restore's
-    temporary name, whose pgdr marker says a restore made them). One that a session is using (a proof running
-    now) is left alone and named in RV(in_use).
+  - O(action=cleanup) drops those leftovers (databases named C(<database_prefix>_<backup id>) whose pgdr marker
+    says a restore made them, or the restore's temporary name). One whose restore lock is held or that a session
+    is using (a proof running now) is left alone and named in RV(in_use).
   - O(action=drop) drops the throwaway database O(database) (only a name of the throwaway form).
-  - O(action=record) writes the proof record next to the manifest once (a conditional put, If-None-Match): the
+  - O(action=record) writes the proof record next to the manifest once (a conditional put, If-None-Match) - the
     verdict O(result), when, the wall time, the restore time and the checks. The manifest is never touched. A
     record already there is kept (RV(changed) false).
   - In check mode nothing is dropped or written; the result says what would be.
@@ -136,7 +136,9 @@ plan:
   returned: action is plan
   type: dict
 leftovers:
-  description: Throwaway databases of earlier proofs found on the restore server (C(database), C(marker), C(sessions)).
+  description:
+    - Throwaway databases of earlier proofs found on the restore server (C(database), C(marker), C(sessions),
+      C(restoring) - the restore holding its lock, or null).
   returned: action is plan or cleanup
   type: list
   elements: dict
@@ -230,15 +232,15 @@ def main():
                     module.exit_json(changed=True, dropped=[p["database"]], msg=f"would drop {p['database']}")
                 proof.drop_database(conn, p["database"], p["database_prefix"])
                 module.exit_json(changed=True, dropped=[p["database"]], msg=f"dropped {p['database']} on {host}:{port}")
-            found = proof.leftovers(conn, p["database_prefix"], keep=p["keep"])
+            found = proof.leftovers(conn, p["target_dsn"], p["database_prefix"], keep=p["keep"])
             if p["action"] == "plan":
                 target = s3_target(p["s3"])
                 plan = proof.plan(
                     target, p["prefix"], p["source"], p["backup"], p["max_database_bytes"], p["database_prefix"]
                 )
                 module.exit_json(changed=False, plan=plan, leftovers=found, msg=plan["reason"])
-            idle = [f["database"] for f in found if f["sessions"] == 0]
-            busy = [f["database"] for f in found if f["sessions"] > 0]
+            busy = [f["database"] for f in found if f["sessions"] or f["restoring"]]
+            idle = [f["database"] for f in found if f["database"] not in busy]
             for name in busy:
                 module.warn(f"throwaway database {name} is in use (a proof running now?); left alone")
             if not module.check_mode:

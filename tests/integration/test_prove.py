@@ -10,7 +10,6 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 from alert_receiver import Receiver
 from backup_helpers import drop_database, dsn_for, signing_key
 from conftest import REPO
+from proc_helpers import descendants, kill_tree
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_backup, proof, selection
 
@@ -260,8 +260,9 @@ def test_a_killed_proof_is_cleaned_up_by_the_next_run(
         try:
             assert _wait_for_throwaway(sandbox, name, proc), "the proof never made its throwaway database"
         finally:
-            # The whole run at once, module processes included: nothing gets to clean up after itself.
-            os.killpg(proc.pid, signal.SIGKILL)
+            # The whole tree at once, module processes and pg_restore included (a host or OOM kill): nothing gets
+            # to clean up after itself (a module whose controller is merely gone drops its own database).
+            kill_tree([proc.pid, *descendants(proc.pid)])
             proc.wait(timeout=30)
         left = [n for n in throwaways(sandbox) if n.startswith(name)]
         assert left, "the killed proof left nothing behind (nothing for the next run to clean up)"
@@ -270,7 +271,7 @@ def test_a_killed_proof_is_cleaned_up_by_the_next_run(
         run = run_playbook("playbooks/prove.yml", prove_vars(prefix, tmp_path, rx))
         assert run.rc == 0, run.stdout[-4000:]
         (cleanup, *_rest) = [r for r in run.results("pgdr.supabase.proof") if "dropped" in r and "in_use" in r]
-        assert sorted(cleanup["dropped"]) == sorted(left)
+        assert sorted(cleanup["dropped"]) == sorted(left), cleanup
         assert f"PROOF PASSED: {manifest['backup_id']}" in run.stdout
         assert [n for n in throwaways(sandbox) if n.startswith(name)] == []
         assert foreign in throwaways(sandbox)  # no marker: not made by a restore, left alone
