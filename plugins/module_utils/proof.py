@@ -12,7 +12,8 @@ A proof killed mid-way (its process, its host or its controller gone) leaves its
 its final name or the restore's temporary name: the next proof drops every database whose name is a throwaway's
 and whose pgdr marker says a restore made it (or that has the restore's temporary name), unless a restore holds its
 lock or a session is using it (a proof running now). Run one proof of a source at a time all the same: between its
-restore and its checks, a running proof's database has neither.
+restore and its checks, a running proof's database has neither. Only the source's own throwaway databases are
+considered (their names end with a tag of the source's name).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import zlib
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, pg
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
@@ -39,11 +41,18 @@ def proof_key(prefix, source, backup_id):
     return catalog.backup_prefix(prefix, source, backup_id) + PROOF_NAME
 
 
-def throwaway_name(backup_id, database_prefix=DATABASE_PREFIX):
-    """The throwaway database of a backup's proof: ``proof_20261128t000000z``."""
+def source_tag(source):
+    """Eight hex digits naming the source in throwaway names: two sources' proofs of the same backup id on one
+    server never share a database (source names may hold characters a database name should not)."""
+    catalog.check_source_name(source)
+    return f"{zlib.crc32(source.encode()) & 0xFFFFFFFF:08x}"
+
+
+def throwaway_name(backup_id, source, database_prefix=DATABASE_PREFIX):
+    """The throwaway database of a backup's proof: ``proof_20261128t000000z_<source tag>``."""
     check_database_prefix(database_prefix)
     catalog.parse_backup_id(backup_id)
-    return f"{database_prefix}_{backup_id.lower()}"
+    return f"{database_prefix}_{backup_id.lower()}_{source_tag(source)}"
 
 
 def check_database_prefix(database_prefix):
@@ -55,8 +64,9 @@ def check_database_prefix(database_prefix):
         )
 
 
-def _throwaway_re(database_prefix):
-    return re.compile(rf"^{re.escape(database_prefix)}_\d{{8}}t\d{{6}}z(?:{re.escape(TEMP_SUFFIX)})?$")
+def _throwaway_re(database_prefix, source=None):
+    tag = source_tag(source) if source else "[0-9a-f]{8}"
+    return re.compile(rf"^{re.escape(database_prefix)}_\d{{8}}t\d{{6}}z_{tag}(?:{re.escape(TEMP_SUFFIX)})?$")
 
 
 # -- the record ---------------------------------------------------------------------------------------------------
@@ -150,7 +160,7 @@ def plan(target, prefix, source, selector="latest", max_database_bytes=0, databa
     existing = read_proof(target, prefix, source, backup_id)
     out = {
         "backup_id": backup_id,
-        "database": throwaway_name(backup_id, database_prefix),
+        "database": throwaway_name(backup_id, source, database_prefix),
         "database_size": size,
         "max_database_bytes": int(max_database_bytes or 0),
         "existing": existing,
@@ -177,8 +187,9 @@ def plan(target, prefix, source, selector="latest", max_database_bytes=0, databa
 # -- throwaway databases ------------------------------------------------------------------------------------------
 
 
-def leftovers(conn, dsn, database_prefix=DATABASE_PREFIX, keep=()):
-    """Throwaway databases of earlier proofs on the server of conn (a session on the maintenance database of dsn):
+def leftovers(conn, dsn, source, database_prefix=DATABASE_PREFIX, keep=()):
+    """Throwaway databases of earlier proofs of source on the server of conn (a session on the maintenance database of
+    dsn):
     ``[{database, marker, sessions, restoring}]``. Only names of the throwaway form whose pgdr marker says a restore
     made them, or the restore's temporary name (a run killed between its CREATE DATABASE and its marker leaves it
     unmarked); ``keep`` names are left out. ``restoring`` names the restore that holds the database's restore lock
@@ -186,7 +197,7 @@ def leftovers(conn, dsn, database_prefix=DATABASE_PREFIX, keep=()):
     from ansible_collections.pgdr.supabase.plugins.module_utils import target_lock
 
     check_database_prefix(database_prefix)
-    pattern = _throwaway_re(database_prefix)
+    pattern = _throwaway_re(database_prefix, source)
     rows = conn.execute(
         """select d.datname, shobj_description(d.oid, 'pg_database'),
                   (select count(*) from pg_stat_activity a where a.datname = d.datname and a.pid <> pg_backend_pid())
@@ -222,7 +233,7 @@ def check_throwaway(database, database_prefix=DATABASE_PREFIX):
         raise DRError(
             f"{database!r} is not a throwaway database of a proof; refusing to drop it",
             step="drop throwaway database",
-            hint=f"a proof drops only databases named {database_prefix}_<backup id>",
+            hint=f"a proof drops only databases named {database_prefix}_<backup id>_<source tag>",
         )
 
 

@@ -12,9 +12,9 @@ description:
     and says whether it is to be proven (RV(plan.action) V(prove)), was proven already (V(none)), or is over the
     size cap O(max_database_bytes) (V(skip)). It also lists the throwaway databases left on the restore server by
     earlier, killed proofs (RV(leftovers)). Read-only.
-  - O(action=cleanup) drops those leftovers (databases named C(<database_prefix>_<backup id>) whose pgdr marker
-    says a restore made them, or the restore's temporary name). One whose restore lock is held or that a session
-    is using (a proof running now) is left alone and named in RV(in_use).
+  - O(action=cleanup) drops those leftovers (databases named C(<database_prefix>_<backup id>_<source tag>)
+    whose pgdr marker says a restore made them, or the restore's temporary name). One whose restore lock is held
+    or that a session is using (a proof running now) is left alone and named in RV(in_use).
   - O(action=drop) drops the throwaway database O(database) (only a name of the throwaway form).
   - O(action=record) writes the proof record next to the manifest once (a conditional put, If-None-Match) - the
     verdict O(result), when, the wall time, the restore time and the checks. The manifest is never touched. A
@@ -45,7 +45,9 @@ options:
         logged.
     type: str
   database_prefix:
-    description: Prefix of the throwaway databases' names (C(<prefix>_<backup id in lowercase>)).
+    description:
+      - Prefix of the throwaway databases' names, C(<prefix>_<backup id in lowercase>_<source tag>) (the tag is eight
+        hex digits of the CRC-32 of O(source), so that two sources never share one).
     type: str
     default: proof
   backup:
@@ -232,7 +234,7 @@ def main():
                     module.exit_json(changed=True, dropped=[p["database"]], msg=f"would drop {p['database']}")
                 proof.drop_database(conn, p["database"], p["database_prefix"])
                 module.exit_json(changed=True, dropped=[p["database"]], msg=f"dropped {p['database']} on {host}:{port}")
-            found = proof.leftovers(conn, p["target_dsn"], p["database_prefix"], keep=p["keep"])
+            found = proof.leftovers(conn, p["target_dsn"], p["source"], p["database_prefix"], keep=p["keep"])
             if p["action"] == "plan":
                 target = s3_target(p["s3"])
                 plan = proof.plan(

@@ -82,6 +82,10 @@ def throwaways(state):
         return sorted(r[0] for r in conn.execute("select datname from pg_database where datname like 'proof%'"))
 
 
+def throwaway(backup_id):
+    return proof.throwaway_name(backup_id, "production")
+
+
 def record_of(target, prefix, backup_id):
     return target.get_json(proof.proof_key(prefix, "production", backup_id))
 
@@ -112,7 +116,7 @@ def test_a_good_backup_is_proven_recorded_and_leaves_nothing(run_playbook, sandb
     assert record["checks"]["failed"] == [] and record["checks"]["total"] >= 10
     assert 0 < record["restore_s"] < record["duration_s"] <= time.time() - started
     assert record["taken_at"] == manifest["started_at"]
-    assert record["throwaway_database"].endswith(f"/proof_{backup_id.lower()}")
+    assert record["throwaway_database"].endswith(f"/{throwaway(backup_id)}")
     # One object more, proof.json; the signed manifest byte for byte as it was.
     assert {key for key, _ in s3_target.list_keys(f"{prefix}/")} - keys_before == {
         proof.proof_key(prefix, "production", backup_id)
@@ -125,7 +129,7 @@ def test_a_good_backup_is_proven_recorded_and_leaves_nothing(run_playbook, sandb
     )
     # The throwaway database is gone; staging's databases, env and project marker are as they were.
     assert staging_state(sandbox) == before
-    assert f"proof_{backup_id.lower()}" not in throwaways(sandbox)
+    assert throwaway(backup_id) not in throwaways(sandbox)
 
     values = metrics(tmp_path)
     assert values["pgdr_last_proof_success"] == 1 and values["pgdr_proof_failures_total"] == 0
@@ -210,7 +214,7 @@ def test_a_backup_that_fails_verification_after_the_restore_leaves_nothing(
     assert record["restore_s"] > 0
     assert "20230101000000" in record["error"]
     assert staging_state(sandbox) == before
-    assert f"proof_{manifest['backup_id'].lower()}" not in throwaways(sandbox)
+    assert throwaway(manifest["backup_id"]) not in throwaways(sandbox)
     assert "pgdr proof of production (local) FAILED" in json.loads(rx.bodies(HOOK)[0])["text"]
 
 
@@ -229,9 +233,9 @@ def test_a_killed_proof_is_cleaned_up_by_the_next_run(
     run_playbook, sandbox, sandbox_dir, s3_target, prefix, tmp_path, rx
 ):
     manifest = take_backup(sandbox, s3_target, prefix)
-    name = f"proof_{manifest['backup_id'].lower()}"
+    name = throwaway(manifest["backup_id"])
     # A database of the throwaway form that no restore made: never ours to drop.
-    foreign = f"proof_{catalog.backup_id_for(dt.datetime(2001, 1, 1, tzinfo=dt.UTC), 'every_run').lower()}"
+    foreign = throwaway(catalog.backup_id_for(dt.datetime(2001, 1, 1, tzinfo=dt.UTC), "every_run"))
     with psycopg.connect(dsn_for(sandbox, "staging", "postgres"), autocommit=True) as conn:
         conn.execute(f'create database "{foreign}" template platform_template')
     try:
@@ -307,7 +311,7 @@ def test_the_monitor_alerts_on_a_stale_proof(run_playbook, sandbox, s3_target, p
 def test_check_mode_changes_nothing(run_playbook, sandbox, s3_target, prefix, tmp_path, rx):
     manifest = take_backup(sandbox, s3_target, prefix)
     # A leftover of a killed proof (its marker says a restore made it): check mode only says it would drop it.
-    leftover = f"proof_{catalog.backup_id_for(dt.datetime(2001, 2, 3, tzinfo=dt.UTC), 'every_run').lower()}"
+    leftover = throwaway("20010203T000000Z")
     with psycopg.connect(dsn_for(sandbox, "staging", "postgres"), autocommit=True) as conn:
         conn.execute(f'create database "{leftover}" template platform_template')
         marker = json.dumps({"backup_id": "20010203T000000Z", "status": "restoring"})
