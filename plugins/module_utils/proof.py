@@ -25,15 +25,15 @@ import zlib
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, pg
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+
+# The restore engine's database marker (a comment starting pgdr:) and temporary name, which the cleanup recognises.
+from ansible_collections.pgdr.supabase.plugins.module_utils.logical_restore import MARKER_PREFIX, TEMP_SUFFIX
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import is_precondition_failed
 
 PROOF_NAME = "proof.json"
 PROOF_VERSION = 1
 RESULTS = ("passed", "failed")
 DATABASE_PREFIX = "proof"
-# The restore's temporary name while it loads (logical_restore.TEMP_SUFFIX; the restore engine owns it).
-TEMP_SUFFIX = "__pgdr_restoring"
-MARKER_PREFIX = "pgdr:"
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 
 
@@ -188,12 +188,12 @@ def plan(target, prefix, source, selector="latest", max_database_bytes=0, databa
 
 
 def leftovers(conn, dsn, source, database_prefix=DATABASE_PREFIX, keep=()):
-    """Throwaway databases of earlier proofs of source on the server of conn (a session on the maintenance database of
-    dsn):
-    ``[{database, marker, sessions, restoring}]``. Only names of the throwaway form whose pgdr marker says a restore
-    made them, or the restore's temporary name (a run killed between its CREATE DATABASE and its marker leaves it
-    unmarked); ``keep`` names are left out. ``restoring`` names the restore that holds the database's restore lock
-    now (target_lock.py), ``sessions`` counts the other sessions on it: either means a proof is running there."""
+    """Throwaway databases of earlier proofs of source on the server of conn (a session on the maintenance database
+    of dsn): ``[{database, marker, sessions, restoring}]``. Only names of the throwaway form whose pgdr marker says a
+    restore made them, or the restore's temporary name (a run killed between its CREATE DATABASE and its marker
+    leaves it unmarked); ``keep`` names are left out. ``restoring`` names the restore that holds the database's
+    restore lock now (target_lock.py), ``sessions`` counts the other sessions on it: either means a proof is running
+    there."""
     from ansible_collections.pgdr.supabase.plugins.module_utils import target_lock
 
     check_database_prefix(database_prefix)

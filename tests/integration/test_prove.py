@@ -341,3 +341,13 @@ def test_a_database_over_the_cap_is_skipped_with_the_reason(run_playbook, sandbo
     assert run.changed() == 0
     assert (staging_state(sandbox), sorted(s3_target.list_keys(f"{prefix}/"))) == before
     assert record_of(s3_target, prefix, manifest["backup_id"]) is None
+
+
+def test_a_proof_that_cannot_start_alerts(run_playbook, prefix, tmp_path, rx):
+    run = run_playbook("playbooks/prove.yml", prove_vars(prefix, tmp_path, rx))
+    assert run.rc != 0
+    assert "the proof could not start" in run.stdout and "no complete backup of 'production'" in run.stdout
+    [body] = rx.bodies(HOOK)
+    text = json.loads(body)["text"]
+    assert text.startswith("pgdr proof of production (local) FAILED: the proof could not start")
+    assert metrics(tmp_path)["pgdr_proof_failures_total"] == 1
