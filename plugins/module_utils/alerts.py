@@ -16,7 +16,9 @@ Sinks (a list of dicts, as the modules take them):
 - ``prometheus_textfile``: writes ``<dir>/pgdr_backup_<source>.prom`` atomically for node_exporter's textfile
   collector, after each backup run (``success`` or ``failed``); the folder is made when missing.
   ``pgdr_backup_failures_total`` is a counter kept across runs by reading the previous file; the last success's
-  timestamp, duration and size survive failures.
+  timestamp, duration and size survive failures. A proof run (``run`` ``proof``, playbooks/prove.yml) writes
+  ``<dir>/pgdr_proof_<source>.prom`` instead: the newest proven backup's timestamp, the last proof's wall time and
+  restore time (the RTO a restore would take today), its verdict and a failure counter.
 
 Every HTTP send has a timeout and a small retry (network errors, 429 and 5xx; never other 4xx). Sink URLs carry
 tokens: they are secrets, shown only as ``scheme://host/…``.
@@ -51,6 +53,25 @@ USER_AGENT = "pgdr/0.1.0"
 # healthchecks.io keeps the first 100 kB of a ping body; a short log is enough.
 PING_BODY_LIMIT = 10_000
 TEXTFILE_NAME = "pgdr_backup_{source}.prom"
+# The proof run (playbooks/prove.yml): its own textfile, so that a backup and a proof never rewrite one file.
+PROOF_RUN = "proof"
+PROOF_TEXTFILE_NAME = "pgdr_proof_{source}.prom"
+PROOF_METRICS = (
+    (
+        "pgdr_last_proven_backup_timestamp_seconds",
+        "gauge",
+        "Unix time the newest backup proven by a restore test was taken.",
+    ),
+    ("pgdr_last_proof_duration_seconds", "gauge", "Wall time of the last successful proof, in seconds."),
+    (
+        "pgdr_last_proof_restore_seconds",
+        "gauge",
+        "Restore time measured by the last successful proof (the RTO of a restore today), in seconds.",
+    ),
+    ("pgdr_last_proof_timestamp_seconds", "gauge", "Unix time the last proof ended, passed or failed."),
+    ("pgdr_last_proof_success", "gauge", "1 if the last proof passed, 0 if it failed."),
+    ("pgdr_proof_failures_total", "counter", "Proofs that failed, since the metrics file was first written."),
+)
 
 METRICS = (
     ("pgdr_backup_last_success_timestamp_seconds", "gauge", "Unix time the last successful backup finished."),
@@ -137,6 +158,7 @@ def backup_event(outcome, source, result=None, environment=None, now=None, run=B
         "warnings": [],
         "failed_steps": [],
         "committed": None,
+        "proof": None,
     }
     if isinstance(result, dict):
         summary = result.get("summary") or {}
@@ -153,6 +175,10 @@ def backup_event(outcome, source, result=None, environment=None, now=None, run=B
             if isinstance(f, dict)
         ]
         event["committed"] = bool(event["backup_id"]) and bool(summary or manifest)
+        if isinstance(result.get("proof"), dict):
+            event["proof"] = {
+                k: result["proof"].get(k) for k in ("result", "proven_at", "duration_s", "restore_s", "taken_at")
+            }
         message = result.get("msg")
         error = result.get("error")
         if outcome == "failed" and isinstance(error, dict) and error.get("message"):
@@ -347,8 +373,9 @@ def http_send(url, data, content_type, timeout=DEFAULT_TIMEOUT, retries=DEFAULT_
 # -- the Prometheus textfile --------------------------------------------------------------------------------------
 
 
-def textfile_path(directory, source):
-    return os.path.join(directory, TEXTFILE_NAME.format(source=re.sub(r"[^A-Za-z0-9_.-]", "_", source)))
+def textfile_path(directory, source, run=BACKUP_RUN):
+    name = PROOF_TEXTFILE_NAME if run == PROOF_RUN else TEXTFILE_NAME
+    return os.path.join(directory, name.format(source=re.sub(r"[^A-Za-z0-9_.-]", "_", source)))
 
 
 def _label(value):
@@ -399,10 +426,35 @@ def metrics_for(event, previous):
     return values
 
 
-def render_textfile(source, values):
+def proof_metrics_for(event, previous):
+    """The proof textfile's values after this proof, from the previous file's values and the event."""
+    values = dict(previous)
+    proof = event.get("proof") or {}
+    success = event["outcome"] == "success"
+    values.setdefault("pgdr_proof_failures_total", 0.0)
+    if success:
+        taken = _iso_to_unix(proof.get("taken_at"))
+        if taken is not None:
+            values["pgdr_last_proven_backup_timestamp_seconds"] = max(
+                taken, values.get("pgdr_last_proven_backup_timestamp_seconds", 0.0)
+            )
+        for metric, key in (
+            ("pgdr_last_proof_duration_seconds", "duration_s"),
+            ("pgdr_last_proof_restore_seconds", "restore_s"),
+        ):
+            if proof.get(key) is not None:
+                values[metric] = float(proof[key])
+    else:
+        values["pgdr_proof_failures_total"] += 1
+    values["pgdr_last_proof_timestamp_seconds"] = event["at"]
+    values["pgdr_last_proof_success"] = 1.0 if success else 0.0
+    return values
+
+
+def render_textfile(source, values, metrics=METRICS):
     """The exposition text: # HELP and # TYPE for each metric with a value, one sample each."""
     lines = []
-    for name, kind, help_text in METRICS:
+    for name, kind, help_text in metrics:
         if name not in values:
             continue
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
@@ -462,10 +514,13 @@ def check_sink(sink):
 def _wants(sink, event):
     kind = sink["type"]
     outcome = event["outcome"]
-    other_run = event["kind"] == "backup" and (event.get("run") or BACKUP_RUN) != BACKUP_RUN
+    run = event.get("run") or BACKUP_RUN
+    other_run = event["kind"] == "backup" and run != BACKUP_RUN
     if kind == "webhook":
         on = sink.get("on") or DEFAULT_WEBHOOK_EVENTS
         return outcome in on or ("warning" in on and _warned(event))
+    if kind == "prometheus_textfile" and run == PROOF_RUN:
+        return event["kind"] == "backup" and outcome in (sink.get("on") or ("success", "failed"))  # its own file
     if other_run:
         return False  # the dead-man's switch and the metrics follow the backup run itself, not a secure copy
     if kind == "healthchecks":
@@ -538,9 +593,11 @@ def deliver(sinks, event, check_mode=False, sleep=time.sleep):
                     )
                     record.update(status=status, attempts=attempts, error=error, delivered=error is None)
             else:
-                path = textfile_path(sink["dir"], event["source"])
-                values = metrics_for(event, read_textfile(path, event["source"]))
-                text = render_textfile(event["source"], values)
+                proof_run = (event.get("run") or BACKUP_RUN) == PROOF_RUN
+                path = textfile_path(sink["dir"], event["source"], event.get("run") or BACKUP_RUN)
+                previous = read_textfile(path, event["source"])
+                values = proof_metrics_for(event, previous) if proof_run else metrics_for(event, previous)
+                text = render_textfile(event["source"], values, PROOF_METRICS if proof_run else METRICS)
                 record["target"] = path
                 record["action"] = f"write {path}"
                 record["metrics"] = values

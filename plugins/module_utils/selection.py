@@ -33,7 +33,8 @@ def _started(row):
 
 
 def resolve(target, prefix, source, selector, rows=None):
-    """The listing row of the backup that selector names: ``latest``, a backup id, or ``before:<ISO time>``.
+    """The listing row of the backup that selector names: ``latest``, ``latest-proven`` (the newest backup whose
+    proof passed, proof.py), a backup id, or ``before:<ISO time>``.
 
     Only complete backups (with a manifest) are ever chosen. ``rows`` replaces the bucket's listing (the immutable
     copy lists its backups from their secure-copy records).
@@ -51,6 +52,8 @@ def resolve(target, prefix, source, selector, rows=None):
                 hint="run playbooks/backup.yml first, or check the source name and prefix",
             )
         return complete[0]
+    if selector == "latest-proven":
+        return _latest_proven(target, prefix, source, complete, where)
     if selector.startswith("before:"):
         moment = parse_time(selector.split(":", 1)[1])
         eligible = [row for row in complete if _started(row) <= moment]
@@ -78,6 +81,22 @@ def resolve(target, prefix, source, selector, rows=None):
         step="select backup",
         subject=where,
         hint=LIST_HINT,
+    )
+
+
+def _latest_proven(target, prefix, source, complete, where):
+    """The newest complete backup whose proof passed (its proof.json; the manifest is still verified as always)."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import proof
+
+    for row in complete:
+        record = proof.read_proof(target, prefix, source, row["backup_id"])
+        if isinstance(record, dict) and record.get("result") == "passed":
+            return row
+    raise DRError(
+        f"no backup of {source!r} was proven ({len(complete)} complete, none with a passed proof)",
+        step="select backup",
+        subject=where,
+        hint="run playbooks/prove.yml, or choose -e backup=latest or a backup id; " + LIST_HINT,
     )
 
 

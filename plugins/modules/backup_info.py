@@ -94,6 +94,12 @@ backups:
       description: What the check found wrong, one line per object.
       type: list
       elements: str
+    proof:
+      description:
+        - The backup's proof (its C(proof.json), written by playbooks/prove.yml) - C(result) (V(passed) or
+          V(failed)), C(proven_at), C(duration_s), C(restore_s); C(null) when it was never proven. Complete
+          backups of the primary bucket only.
+      type: dict
 sources:
   description: Source names listed.
   returned: always
@@ -118,7 +124,7 @@ def main():
         },
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, immutable
+    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, immutable, proof
 
     p = module.params
     try:
@@ -132,9 +138,10 @@ def main():
             if p["from_secondary"]:
                 backups += immutable.list_secured(target, p["prefix"], source, verify=p["verify"])
                 continue
-            backups += catalog.list_backups(
+            rows = catalog.list_backups(
                 target, p["prefix"], source, include_incomplete=p["include_incomplete"], verify=p["verify"]
             )
+            backups += proof.annotate(target, p["prefix"], source, rows)
         module.exit_json(changed=False, sources=sources, backups=backups)
     except Exception as exc:  # the one error path
         fail(module, exc)

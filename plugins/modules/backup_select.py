@@ -92,7 +92,9 @@ options:
     type: str
     required: true
   backup:
-    description: V(latest), a backup id such as V(20261128T000000Z), or V(before:2026-11-28T14:00:00Z).
+    description:
+      - V(latest), V(latest-proven) (the newest backup whose proof by playbooks/prove.yml passed), a backup id such
+        as V(20261128T000000Z), or V(before:2026-11-28T14:00:00Z).
     type: str
     default: latest
   prefix:

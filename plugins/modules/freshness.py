@@ -19,6 +19,8 @@ description:
     backup at most O(pitr.max_base_age_s).
   - C(supabase_pitr) (O(supabase) given) - hosted Supabase - the latest point of the PITR window is at most
     O(supabase.rpo_s) old.
+  - C(proof) (O(proof=true)) - the newest backup proven by a restore test (its C(proof.json), written by
+    playbooks/prove.yml) was taken at most O(proof_max_age_s) ago, and the newest proof did not fail.
   - A store that cannot be read (bucket, repository, API) makes its check fail with the reason, not the module stop,
     so one broken check never hides the others.
 version_added: "0.1.0"
@@ -98,6 +100,14 @@ options:
       - Check as if it were this time (ISO-8601, for example V(2026-11-30T09:00:00Z)); default the current time.
       - For rehearsals and tests of a missed schedule.
     type: str
+  proof:
+    description: Check the proofs too (the C(proof) check).
+    type: bool
+    default: false
+  proof_max_age_s:
+    description: Oldest acceptable age of the newest proven backup, in seconds (a daily proof plus grace).
+    type: int
+    default: 93600
   fail_on_stale:
     description:
       - Fail when a check is not fresh. V(false) returns the verdict in RV(ok) and RV(stale) without failing, for a
@@ -194,12 +204,14 @@ def main():
                 "type": "dict",
                 "options": {**supabase_api.MODULE_ARGUMENT_SPEC, "rpo_s": {"type": "int", "default": 3600}},
             },
+            "proof": {"type": "bool", "default": False},
+            "proof_max_age_s": {"type": "int", "default": 93600},
             "now": {"type": "str"},
             "fail_on_stale": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import freshness
+    from ansible_collections.pgdr.supabase.plugins.module_utils import freshness, proof
     from ansible_collections.pgdr.supabase.plugins.module_utils.errors import redact
 
     p = module.params
@@ -216,6 +228,8 @@ def main():
             checks.append(
                 freshness.check_secondary(target, p["prefix"], p["source"], p["max_age_s"], now, secondary=secondary)
             )
+        if p["proof"]:
+            checks.append(proof.check_freshness(target, p["prefix"], p["source"], p["proof_max_age_s"], now_unix))
         if p["pitr"]:
             q = p["pitr"]
             checks.append(freshness.check_pitr(q["stanza"], q["config_file"], q["rpo_s"], q["max_base_age_s"], now))

@@ -27,6 +27,7 @@ ROLES = (
     "backup_select",
     "logical_restore",
     "restore_record",
+    "prove",
     "history_report",
     "supabase_backups_info",
     "supabase_pitr",
