@@ -17,7 +17,7 @@ APT_PACKAGES := postgresql-15 postgresql-client-15 postgresql-15-cron postgresql
 # Only the tests need these: chromium renders the drill's report pages in a real (headless) browser.
 TEST_APT_PACKAGES := chromium
 
-.PHONY: help setup system-packages test-packages drill test lint unit sandbox-up sandbox-down sandbox-status bench bench-restore clean
+.PHONY: help setup system-packages test-packages drill test lint unit sandbox-up sandbox-down sandbox-status bench bench-restore bench-shapes clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -72,6 +72,10 @@ bench: setup ## Backup benchmark against raw pg_dump (minutes; several GB of dis
 
 bench-restore: setup ## Restore and drill benchmark against raw pg_restore: see bench/README.md
 	$(BIN)/python bench/restore.py
+
+BENCH_SHAPES_ARGS ?=
+bench-shapes: setup ## Backup and restore of four database shapes against raw pg_dump/pg_restore (long): bench/README.md
+	$(BIN)/python bench/shapes.py $(BENCH_SHAPES_ARGS)
 
 clean: sandbox-down ## Stop the sandbox and remove it and the virtualenv
 	rm -rf .sandbox $(VENV)

@@ -188,6 +188,40 @@ def seed_plan(shape: str, args) -> dict:
     raise ValueError(f"unknown shape {shape!r}")
 
 
+# ---------------------------------------------------------------------------------------------- lock table
+
+
+def lock_settings(state: dict) -> dict:
+    """Each cluster's lock table: max_locks_per_transaction x (max_connections + max_prepared_transactions)
+    locks on objects for all sessions together. pg_dump locks every table it dumps; a transaction that creates or
+    fills thousands of tables (shape catalog) holds a lock on each, so the defaults (64 x 50 here) run out."""
+    out = {}
+    for name in ("production", "staging"):
+        with sandbox_pg.connect(state[name], autocommit=True) as conn:
+            row = conn.execute(
+                "select current_setting('max_locks_per_transaction')::int, current_setting('max_connections')::int,"
+                " current_setting('max_prepared_transactions')::int"
+            ).fetchone()
+        out[name] = {"max_locks_per_transaction": row[0], "max_connections": row[1], "capacity": row[0] * sum(row[1:])}
+    return out
+
+
+def set_max_locks(root: Path, state: dict, value: int) -> dict:
+    """Set max_locks_per_transaction on both clusters of the bench sandbox (ALTER SYSTEM as the platform's
+    superuser) and restart the sandbox when it changed. Only for a sandbox of the bench's own."""
+    current = lock_settings(state)
+    if all(c["max_locks_per_transaction"] == value for c in current.values()):
+        return current
+    for name in ("production", "staging"):
+        with sandbox_pg.connect(state[name], autocommit=True) as conn:
+            conn.execute(sql.SQL("alter system set max_locks_per_transaction = {}").format(sql.Literal(value)))
+    log(f"max_locks_per_transaction = {value} on both clusters: restarting the sandbox {root}")
+    with contextlib.redirect_stdout(sys.stderr):
+        sandboxlib.down(root)
+        sandboxlib.up(root)
+    return lock_settings(sandboxlib.status(root))
+
+
 # ---------------------------------------------------------------------------------------------- the bench
 
 
@@ -655,6 +689,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--scaling", action=argparse.BooleanOptionalAction, default=True, help="also restore many with jobs=1"
     )
+    parser.add_argument(
+        "--max-locks-per-transaction",
+        type=int,
+        metavar="N",
+        help="set it on both clusters of the bench sandbox first (restarts it): see bench/README.md, catalog",
+    )
     parser.add_argument("--out", type=Path, help="JSON results (default bench/results/shapes-<timestamp>.json)")
     parser.add_argument(
         "--report",
@@ -703,9 +743,14 @@ def main(argv=None) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         sandboxlib.up(root)
     state = sandboxlib.status(root)
+    if args.max_locks_per_transaction:
+        locks = set_max_locks(root, state, args.max_locks_per_transaction)
+        state = sandboxlib.status(root)
+    else:
+        locks = lock_settings(state)
     bench = ShapesBench(args, state)
     machine = machine_facts()
-    machine.update(server_version=bench.facts["server_version"], sandbox=str(root))
+    machine.update(server_version=bench.facts["server_version"], sandbox=str(root), lock_tables=locks)
     report = {
         "started_at": started_at.isoformat(timespec="seconds"),
         "size_gb": args.size_gb,
