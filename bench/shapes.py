@@ -624,7 +624,8 @@ def markdown(report: dict) -> str:
         "BackupRequest jobs); S3 over HTTP (SeaweedFS on the same machine).",
         f"Machine: {facts['nproc']} CPUs, {facts['mem_total_mb']:.0f} MB RAM, load average before "
         f"{' '.join(f'{x:.2f}' for x in facts['load_before'])}, after "
-        f"{' '.join(f'{x:.2f}' for x in facts['load_after'])} (shared with other work: read ratios, not seconds).",
+        f"{' '.join(f'{x:.2f}' for x in facts.get('load_after', []))} "
+        "(shared with other work: read ratios, not seconds).",
         "",
         "| Shape | Database MB | Tables | Backup raw s | Backup pgdr s | Ratio | Backup RSS MB | Restore raw s "
         "| Restore pgdr s | Ratio | Restore RSS MB (raw) |",
