@@ -54,6 +54,7 @@ from run import (
 import sandboxlib  # after run, which puts scripts/ on the path
 from ansible_collections.pgdr.supabase.plugins.module_utils import fingerprint, logical_restore, pg, verify
 from sandboxlib import app as sandbox_app
+from sandboxlib import extras as sandbox_extras
 from sandboxlib import pg as sandbox_pg
 
 BENCH = Path(__file__).resolve().parent
@@ -215,10 +216,14 @@ def set_max_locks(root: Path, state: dict, value: int) -> dict:
     for name in ("production", "staging"):
         with sandbox_pg.connect(state[name], autocommit=True) as conn:
             conn.execute(sql.SQL("alter system set max_locks_per_transaction = {}").format(sql.Literal(value)))
-    log(f"max_locks_per_transaction = {value} on both clusters: restarting the sandbox {root}")
+    log(f"max_locks_per_transaction = {value} on both clusters: restarting them ({root})")
     with contextlib.redirect_stdout(sys.stderr):
-        sandboxlib.down(root)
-        sandboxlib.up(root)
+        # PostgreSQL only (S3 keeps running): the platform sessions first, as sandboxlib.down stops them.
+        sandbox_extras.stop_sessions(state)
+        for name in ("production", "staging"):
+            sandbox_pg.stop(name, state[name])
+            sandbox_pg.start(name, state[name])
+        sandbox_extras.start_sessions(state)
     return lock_settings(sandboxlib.status(root))
 
 
