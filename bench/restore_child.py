@@ -30,6 +30,9 @@ def restore(cfg: dict) -> dict:
         database=cfg["database"],
         jobs=cfg["jobs"],
         workdir=cfg["workdir"],
+        # A new database on a hosted-like target is made from its platform template (see bench/restore.py).
+        template=cfg.get("template"),
+        skip_extensions=cfg.get("skip_extensions", ()),
     )
     started = time.monotonic()
     result = logical_restore.run(request)

@@ -493,6 +493,14 @@ class MultipartWriter:
         return None
 
 
+def _pieces(data, size):
+    if not size or len(data) <= size:
+        yield data
+        return
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
 class RangedReader:
     """Reads one object with parallel ranged GETs, in order, as a stream (``read(n)`` / ``iter_chunks()``).
 
@@ -540,12 +548,15 @@ class RangedReader:
         self._schedule()
         return data
 
-    def iter_chunks(self, _size=None):
+    def iter_chunks(self, size=None):
+        """The object's bytes in order, in pieces of at most size bytes when size is given (as botocore's
+        StreamingBody.iter_chunks): a consumer that decompresses each piece then holds a bounded output, not
+        a whole range's (an 8 MiB range of COPY text decompresses to about 30 MiB)."""
         if self._buffer:
             data, self._buffer = self._buffer, b""
-            yield data
+            yield from _pieces(data, size)
         while chunk := self._next_chunk():
-            yield chunk
+            yield from _pieces(chunk, size)
 
     def read(self, n=-1):
         while n < 0 or len(self._buffer) < n:
