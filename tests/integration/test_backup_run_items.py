@@ -278,13 +278,14 @@ def test_a_backup_whose_objects_are_gone_is_damaged_everywhere(run_playbook, san
     primary, _ = writer
     good, _ = take_backup(sandbox, primary, prefix)
     damaged, manifest = take_backup(sandbox, primary, prefix)
-    data = next(o for o in manifest["objects"] if o["name"] == "data")
+    data = next(o for o in manifest["objects"] if o["name"].startswith("data"))
     s3_target.delete_keys([data["key"]])
 
     listed = run_playbook("playbooks/list_backups.yml", {"pgdr_backup_prefix": prefix})
     assert listed.rc == 0, listed.stdout
     assert (
-        f"{damaged}  production  DAMAGED" in listed.stdout and "object data of the backup is missing" in listed.stdout
+        f"{damaged}  production  DAMAGED" in listed.stdout
+        and f"object {data['name']} of the backup is missing" in listed.stdout
     )
     assert f"{good}  production  verified" in listed.stdout
     rows = {r["backup_id"]: r for r in listed.results("pgdr.supabase.backup_info")[0]["backups"]}

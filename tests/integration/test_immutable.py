@@ -247,7 +247,7 @@ def test_stream_copy_of_a_corrupted_primary_object_is_refused_and_recorded(sandb
     assert data["key"] in message
     record = primary.get_json(catalog.backup_prefix(prefix, "production", backup_id) + immutable.RECORD_NAME)
     assert record["status"] == "not_secured"
-    assert "object data is corrupted" in record["error"]
+    assert "object data-0001 is corrupted" in record["error"]
     # The corrupted data never reached the locked bucket.
     assert [v for v in versions(secondary, data["key"])] == []
     # The next run tries again (the record is not taken for a secured copy).

@@ -32,9 +32,10 @@ pytestmark = pytest.mark.integration
 
 REAL_BIN = Path("/usr/lib/postgresql/15/bin")
 WAITING_PG_RESTORE = """#!{python}
-# pg_restore that waits {delay} s before the data step (and says so in a marker file), then runs the real one.
+# pg_restore that waits {delay} s before building indexes and constraints, right after the data step (and says so
+# in a marker file; a version 1 backup's data step is a pg_restore --data-only), then runs the real one.
 import os, pathlib, sys, time
-if "--data-only" in sys.argv:
+if "--data-only" in sys.argv or "--section=post-data" in sys.argv:
     pathlib.Path("{marker}").write_text(str(os.getpid()))
     time.sleep({delay})
 os.execv("{real}", ["{real}", *sys.argv[1:]])
@@ -188,7 +189,7 @@ def test_sigterm_of_the_restore_drops_its_database_and_work_files(
         [folder] = work_folders(workdir)
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         files = [p for p in folder.iterdir()]
-        assert any(p.name == "data.pgdump" for p in files)
+        assert any(p.name == "schema.pgdump" for p in files)
         assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), [(p, oct(p.stat().st_mode)) for p in files]
         os.kill(module, signal.SIGTERM)
         assert proc.wait(120) != 0
@@ -210,7 +211,7 @@ def test_the_next_run_removes_what_a_killed_run_left_and_says_so(
     kill_tree([proc.pid, *descendants(proc.pid)])
     wait_for(lambda: not alive(module), 10, "the killed module to be gone")
     [left] = work_folders(workdir)
-    assert (left / "data.pgdump").exists()
+    assert (left / "schema.pgdump").exists()
     prefix, manifest = backup
     extra = restore_vars(
         prefix,

@@ -48,10 +48,14 @@ def rewrite_manifest(target, prefix, manifest):
 def point_data_at(manifest, other):
     """The forgery of the report: the data entry names another backup's object, with its size and digests."""
     forged = copy.deepcopy(manifest)
-    data = next(o for o in forged["objects"] if o["name"] == "data")
-    source = next(o for o in other["objects"] if o["name"] == "data")
+    data = next(o for o in forged["objects"] if o.get("kind") == "data")
+    source = next(o for o in other["objects"] if o.get("kind") == "data")
     data.update({k: source[k] for k in ("key", "size", "sha256", "raw_size")})
     return forged
+
+
+def data_name(manifest):
+    return next(o["name"] for o in manifest["objects"] if o.get("kind") == "data")
 
 
 @pytest.fixture
@@ -130,7 +134,9 @@ def test_keys_outside_the_folder_are_refused_even_for_an_allowed_unsigned_backup
             trusted_keys(sandbox),
             allow_unsigned=newer["backup_id"],
         )
-    assert "object data of backup" in str(info.value) and "points outside the backup's own folder" in str(info.value)
+    assert f"object {data_name(newer)} of backup" in str(
+        info.value
+    ) and "points outside the backup's own folder" in str(info.value)
     assert older["backup_id"] in str(info.value)  # the key it points at is named
 
 
