@@ -206,9 +206,10 @@ def _quoted_end(text, i, line):
 def plan_count(statements):
     """The number of tests a file plans (``select plan(12)``), or None (``no_plan()`` or no plan at all)."""
     for _, statement in statements:
-        if _NO_PLAN.search(statement):
+        code = re.sub(r"'(?:[^']|'')*'", "''", statement)
+        if _NO_PLAN.search(code):
             return None
-        match = _PLAN.search(statement)
+        match = _PLAN.search(code)
         if match:
             return int(match.group(1))
     return None

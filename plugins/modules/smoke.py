@@ -14,8 +14,8 @@ description:
   - Optionally an HTTP check (status code) and a command (its exit code), with the database in
     C(SUPABASE_DB_URL) and C(DATABASE_URL).
   - Then the app's own pgTAP suite (O(pgtap_dir), by default the C(tests) folder next to O(migrations_dir), as
-    C(supabase test db) runs it): every C(*.sql) and C(*.pg) file, with C(pg_prove), as the connecting role, each
-    in one transaction that is rolled back. Each file is one check, naming its failing tests and their
+    C(supabase test db) runs it). Every C(*.sql) and C(*.pg) file runs with C(pg_prove), as the connecting role,
+    each in one transaction that is rolled back. Each file is one check, naming its failing tests and their
     diagnostics. pgTAP is created in the C(extensions) schema only when the database lacks it, and dropped again
     afterwards, so the database still equals its backup. A file that creates an extension the server does not
     have is not run; its check names the extension.
@@ -299,7 +299,7 @@ def main():
                 exit_planned(module, planned, checks, p, pgtap_plan)
             exit_checks_skipped(module, planned, "test", **pgtap_result(pgtap_plan, p["_pgtap_dir"]))
         if module.check_mode and suite and not (checks or (p["http"] or {}).get("url") or p["command"]):
-            exit_pgtap_planned(module, pgtap_plan, p["_pgtap_dir"])
+            exit_pgtap_planned(module, pgtap_plan, p["_pgtap_dir"], p["dsn"])
         pgtap_run = (
             None
             if module.check_mode
@@ -325,9 +325,12 @@ def main():
     exit_checks(module, {**result, **pgtap_result(pgtap_plan, p["_pgtap_dir"])})
 
 
-def exit_pgtap_planned(module, pgtap_plan, pgtap_dir):
+def exit_pgtap_planned(module, pgtap_plan, pgtap_dir, dsn):
     """Check mode with only pgTAP files to run: list them with their plans; nothing runs."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pg
+
     module.exit_json(
+        database=pg.describe_dsn(dsn),
         changed=False,
         ok=True,
         checks=[],
