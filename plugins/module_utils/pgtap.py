@@ -21,6 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import pg
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
@@ -514,6 +515,47 @@ def drop_pgtap(dsn, admin_dsn, installed):
         conn.commit()
 
 
+def sequence_state(conn):
+    """{"schema.name": last value or None (never called)} of every sequence this login may read; None values
+    also stand for sequences it may not read (they cannot be told apart, and are left alone)."""
+    rows = conn.execute(
+        "select format('%I.%I', schemaname, sequencename), last_value from pg_sequences"
+        " where has_sequence_privilege(format('%I.%I', schemaname, sequencename), 'SELECT')"
+    ).fetchall()
+    return dict(rows)
+
+
+def reset_sequences(dsn, before):
+    """Set back the sequences the suite advanced (nextval is not rolled back with the transaction), so the
+    database is left as it was; [names reset]. A sequence this login may not update is named in the error."""
+    reset = []
+    with pg.connect(dsn, step="connect to reset sequences", application_name="pgdr pgtap") as conn:
+        after = sequence_state(conn)
+        for name, value in sorted(after.items()):
+            if name not in before or before[name] == value:
+                continue
+            try:
+                if before[name] is None:
+                    conn.execute(
+                        "select setval(%s::regclass, (select start_value from pg_sequences"
+                        " where format('%%I.%%I', schemaname, sequencename) = %s), false)",
+                        (name, name),
+                    )
+                else:
+                    conn.execute("select setval(%s::regclass, %s, true)", (name, before[name]))
+            except pg.psycopg.errors.InsufficientPrivilege as exc:
+                raise DRError(
+                    f"the pgTAP suite advanced the sequence {name} and this login may not set it back",
+                    step=STEP,
+                    subject=pg.describe_dsn(dsn),
+                    hint=f"set it back by hand: select setval('{name}', {before[name]}, true); verification "
+                    "will name it otherwise",
+                ) from exc
+            reset.append(name)
+        conn.commit()
+    return reset
+
+
 # --- running ----------------------------------------------------------------------------------------------------
 
 
@@ -577,6 +619,16 @@ def find_tools(dsn):
     return pg_prove, pg.find_binary("psql", server_version_num=version)
 
 
+def _terminate(dsn, application_name):
+    """End the server session of a file that ran past its timeout (its transaction rolls back)."""
+    with pg.connect(dsn, step="end a pgtap session", application_name="pgdr pgtap") as conn:
+        conn.execute(
+            "select pg_terminate_backend(pid, 5000) from pg_stat_activity"
+            " where application_name = %s and datname = current_database()",
+            (application_name,),
+        )
+
+
 def run_file(test, dsn, tools, schema, workdir, timeout=DEFAULT_TIMEOUT, secrets=()):
     """Run one test file with pg_prove through its wrapper; its check result."""
     started = time.monotonic()
@@ -585,6 +637,8 @@ def run_file(test, dsn, tools, schema, workdir, timeout=DEFAULT_TIMEOUT, secrets
     with os.fdopen(handle, "w", encoding="utf-8") as fh:
         fh.write(wrapper_text(test, schema))
     env = client_env(dsn)
+    # A name of its own, so that a file past its timeout can have its server session ended too.
+    env["PGAPPNAME"] = f"pgdr pgtap {uuid.uuid4().hex[:12]}"
     argv = [pg_prove, "--verbose", "--nocolor", "--norc", "--ext", ".sql", "--psql-bin", psql, wrapper]
     secrets = [dsn, *secrets]
     try:
@@ -598,6 +652,7 @@ def run_file(test, dsn, tools, schema, workdir, timeout=DEFAULT_TIMEOUT, secrets
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
+        _terminate(dsn, env["PGAPPNAME"])
         tap = parse_tap(stdout)
         details = {"file": test["path"], "planned": tap["planned"], "ran": len(tap["tests"])}
         details["output_tail"] = redact((stdout + stderr)[-OUTPUT_TAIL:], secrets)
@@ -626,6 +681,7 @@ def run_suite(dsn, suite, admin_dsn=None, timeout=DEFAULT_TIMEOUT):
     with pg.connect(dsn, step="connect for pgtap tests", application_name="pgdr pgtap") as conn:
         wanted = sorted({name for t in suite for name in t["extensions"]})
         available = available_extensions(conn, wanted)
+        sequences = sequence_state(conn)
     secrets = [admin_dsn] if admin_dsn else []
     results = []
     installed = ensure_pgtap(dsn, admin_dsn)
@@ -639,7 +695,10 @@ def run_suite(dsn, suite, admin_dsn=None, timeout=DEFAULT_TIMEOUT):
             results.append(run_file(test, dsn, tools, installed["schema"], workdir, timeout, secrets))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        drop_pgtap(dsn, admin_dsn, installed)
+        try:
+            reset = reset_sequences(dsn, sequences)
+        finally:
+            drop_pgtap(dsn, admin_dsn, installed)
     for result in results:
-        result["details"]["pgtap"] = {k: installed[k] for k in ("created", "schema")}
+        result["details"]["pgtap"] = {**{k: installed[k] for k in ("created", "schema")}, "sequences_reset": reset}
     return results
