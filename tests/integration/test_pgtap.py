@@ -6,6 +6,7 @@ pgTAP is created only for the run (by the admin login when postgres may not) and
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 
@@ -272,3 +273,42 @@ def test_a_file_that_runs_past_its_timeout_fails_and_rolls_back(copy, tmp_path):
     assert not has_pgtap(copy["dsn"])
     with psycopg.connect(copy["dsn"]) as conn:
         assert conn.execute("select count(*) from public.tenants where slug = 'slow'").fetchone()[0] == 0
+
+
+# --- through the restore runbook ------------------------------------------------------------------------------
+
+
+def test_restore_yml_records_each_pgtap_file_and_stops_on_a_failing_one(
+    run_playbook, sandbox, s3_target, prefix, tmp_path
+):
+    from test_restore_playbooks import events, restore_vars, take_backup
+
+    take_backup(sandbox, s3_target, prefix)
+    folder = tmp_path / "tests"
+    shutil.copytree(APP_TESTS, folder)
+    (folder / "05_fails.sql").write_text(
+        "begin;\nselect plan(2);\nselect ok(true, 'fine');\n"
+        "select is((select count(*)::int from public.tenants), 99, 'there are 99 tenants');\nrollback;\n"
+    )
+    extra = restore_vars(prefix, tmp_path, pgdr_pgtap_dir=str(folder))
+
+    planned = run_playbook("restore.yml", extra, check=True)
+    assert planned.rc == 0, planned.stdout[-3000:]
+    assert "would run pgtap:01_rls_tenant_isolation.sql (22 tests planned)" in planned.stdout
+    assert "would run pgtap:05_fails.sql (2 tests planned)" in planned.stdout
+
+    run = run_playbook("restore.yml", extra)
+    assert run.rc != 0
+    assert "PASS pgtap:01_rls_tenant_isolation.sql: 22/22 tests passed" in run.stdout
+    assert "FAIL pgtap:05_fails.sql: 1 of 2 tests failed: #2 there are 99 tenants" in run.stdout
+    assert "not ok 2 - there are 99 tenants: Failed test 2" in run.stdout
+    [event] = [e for e in events(tmp_path) if e["outcome"] == "failed"]
+    recorded = {c["name"]: c["ok"] for c in event["checks"] if c["name"].startswith("pgtap:")}
+    assert recorded == {**{name: True for name, _ in SUITE}, "pgtap:05_fails.sql": False}
+    report = next((tmp_path / "reports").glob("*.md")).read_text()
+    assert "pgtap:05_fails.sql: 1 of 2 tests failed: #2 there are 99 tenants" in report
+    # The suite left nothing behind: pgTAP is gone and the restored project equals production but for the
+    # webhook the restore disarms on purpose.
+    assert not has_pgtap(sandbox["staging"]["dsn"])
+    found = differences(sandbox["production"]["dsn"], sandbox["staging"]["dsn"])
+    assert [d for d in found if '"send invitation email"' not in d] == []
