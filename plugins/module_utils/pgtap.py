@@ -527,33 +527,43 @@ def sequence_state(conn):
 
 def reset_sequences(dsn, before):
     """Set back the sequences the suite advanced (nextval is not rolled back with the transaction), so the
-    database is left as it was; [names reset]. A sequence this login may not update is named in the error."""
-    reset = []
+    database is left as it was: (names reset, names this login may not set back)."""
+    reset, refused = [], []
     with pg.connect(dsn, step="connect to reset sequences", application_name="pgdr pgtap") as conn:
         after = sequence_state(conn)
         for name, value in sorted(after.items()):
             if name not in before or before[name] == value:
                 continue
             try:
-                if before[name] is None:
-                    conn.execute(
-                        "select setval(%s::regclass, (select start_value from pg_sequences"
-                        " where format('%%I.%%I', schemaname, sequencename) = %s), false)",
-                        (name, name),
-                    )
-                else:
-                    conn.execute("select setval(%s::regclass, %s, true)", (name, before[name]))
-            except pg.psycopg.errors.InsufficientPrivilege as exc:
-                raise DRError(
-                    f"the pgTAP suite advanced the sequence {name} and this login may not set it back",
-                    step=STEP,
-                    subject=pg.describe_dsn(dsn),
-                    hint=f"set it back by hand: select setval('{name}', {before[name]}, true); verification "
-                    "will name it otherwise",
-                ) from exc
-            reset.append(name)
+                with conn.transaction():
+                    if before[name] is None:
+                        conn.execute(
+                            "select setval(%s::regclass, (select start_value from pg_sequences"
+                            " where format('%%I.%%I', schemaname, sequencename) = %s), false)",
+                            (name, name),
+                        )
+                    else:
+                        conn.execute("select setval(%s::regclass, %s, true)", (name, before[name]))
+                reset.append(name)
+            except pg.psycopg.errors.InsufficientPrivilege:
+                refused.append(name)
         conn.commit()
-    return reset
+    return reset, refused
+
+
+def sequences_result(refused, before):
+    """The failed check for sequences the suite advanced that could not be set back (verification would name
+    them as differences from the backup)."""
+    fixes = "; ".join(
+        f"select setval('{n}', {before[n]}, true)" if before[n] is not None else f"alter sequence {n} restart"
+        for n in refused
+    )
+    return check_result(
+        NAME_PREFIX + "sequences",
+        False,
+        f"the suite advanced {', '.join(refused)} and this login may not set them back: as their owner run {fixes}",
+        {"sequences": refused},
+    )
 
 
 # --- running ----------------------------------------------------------------------------------------------------
@@ -696,9 +706,11 @@ def run_suite(dsn, suite, admin_dsn=None, timeout=DEFAULT_TIMEOUT):
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         try:
-            reset = reset_sequences(dsn, sequences)
+            reset, refused = reset_sequences(dsn, sequences)
         finally:
             drop_pgtap(dsn, admin_dsn, installed)
     for result in results:
         result["details"]["pgtap"] = {**{k: installed[k] for k in ("created", "schema")}, "sequences_reset": reset}
+    if refused:
+        results.append(sequences_result(refused, sequences))
     return results

@@ -312,3 +312,44 @@ def test_restore_yml_records_each_pgtap_file_and_stops_on_a_failing_one(
     assert not has_pgtap(sandbox["staging"]["dsn"])
     found = differences(sandbox["production"]["dsn"], sandbox["staging"]["dsn"])
     assert [d for d in found if '"send invitation email"' not in d] == []
+
+
+def test_a_sequence_the_suite_advanced_and_may_not_set_back_is_a_failed_check(copy, tmp_path):
+    execute(
+        copy["admin_dsn"],
+        "create sequence public.pgtap_usage_only",
+        # The platform's default privileges give postgres (and the API roles it is a member of) UPDATE too: take
+        # it away, keep USAGE (nextval).
+        "revoke all on sequence public.pgtap_usage_only from postgres, anon, authenticated, service_role",
+        "grant usage, select on sequence public.pgtap_usage_only to postgres",
+    )
+    folder = suite_dir(tmp_path, {"t.sql": "select plan(1);\nselect ok(nextval('public.pgtap_usage_only') = 1);\n"})
+    rc, result = smoke(copy["dsn"], pgtap_dir=str(folder))
+    assert rc == 1
+    assert result["failed_checks"] == ["pgtap:sequences"]
+    summary = result["checks"][-1]["summary"]
+    assert summary.startswith("the suite advanced public.pgtap_usage_only and this login may not set them back")
+    assert "alter sequence public.pgtap_usage_only restart" in summary
+    assert not has_pgtap(copy["dsn"])
+
+
+def test_a_database_without_the_extensions_schema_is_named(sandbox, tmp_path):
+    name = f"plain_{uuid.uuid4().hex[:8]}"
+    execute(dsn_for(sandbox, "staging", "postgres"), f'create database "{name}" template template0')
+    try:
+        dsn = dsn_for(sandbox, "staging", name)
+        with pytest.raises(DRError, match="the database has no extensions schema to install pgTAP into") as raised:
+            pgtap.run_suite(dsn, pgtap.load_suite(str(APP_TESTS)))
+        assert "create the schema extensions" in raised.value.hint
+        assert not has_pgtap(dsn)
+    finally:
+        drop_database(sandbox, name)
+
+
+def test_a_server_without_pgtap_is_named(copy, monkeypatch):
+    # The server package is installed on this machine: pretend pg_available_extensions does not list it.
+    real = pgtap.available_extensions
+    monkeypatch.setattr(pgtap, "available_extensions", lambda conn, names: real(conn, names) - {"pgtap"})
+    with pytest.raises(DRError, match="pgTAP is not installed on the database server") as raised:
+        pgtap.ensure_pgtap(copy["dsn"])
+    assert "postgresql-15-pgtap" in raised.value.hint

@@ -288,3 +288,16 @@ def test_the_connection_goes_to_psql_in_the_environment_only():
     with pytest.raises(DRError, match="cannot take from the environment: krbsrvname") as raised:
         pgtap.client_env("host=h user=u password=S3cret-pw krbsrvname=x")
     assert "S3cret-pw" not in json.dumps(raised.value.to_dict())
+
+
+def test_a_missing_pg_prove_is_named_before_anything_connects(monkeypatch):
+    monkeypatch.setattr(pgtap.shutil, "which", lambda name: None)
+    with pytest.raises(DRError, match="pg_prove not found") as raised:
+        pgtap.find_tools("postgresql://postgres:pw@127.0.0.1:1/postgres")
+    assert "libtap-parser-sourcehandler-pgtap-perl" in raised.value.hint
+
+
+def test_sequences_that_could_not_be_set_back_say_how_to(monkeypatch):
+    result = pgtap.sequences_result(["public.a", "public.b"], {"public.a": 7, "public.b": None})
+    assert result["name"] == "pgtap:sequences" and not result["ok"]
+    assert result["summary"].endswith("select setval('public.a', 7, true); alter sequence public.b restart")
