@@ -17,7 +17,8 @@ description:
     C(supabase test db) runs it). Every C(*.sql) and C(*.pg) file runs with C(pg_prove), as the connecting role,
     each in one transaction that is rolled back. Each file is one check, naming its failing tests and their
     diagnostics. pgTAP is created in the C(extensions) schema only when the database lacks it, and dropped again
-    afterwards, so the database still equals its backup. A file that creates an extension the server does not
+    afterwards, and sequences the suite advanced are set back, so the database still equals its backup (one that
+    cannot be set back fails the check C(pgtap:sequences)). A file that creates an extension the server does not
     have is not run; its check names the extension.
   - Never changes anything (pgTAP aside, for the duration of the suite). Fails when any check fails, naming every
     failed check; the per-check results are returned either way.

@@ -353,3 +353,22 @@ def test_a_server_without_pgtap_is_named(copy, monkeypatch):
     with pytest.raises(DRError, match="pgTAP is not installed on the database server") as raised:
         pgtap.ensure_pgtap(copy["dsn"])
     assert "postgresql-15-pgtap" in raised.value.hint
+
+
+def test_files_run_as_the_runbooks_login_with_pgtap_on_their_search_path(copy, tmp_path):
+    # A login whose search path lacks the extensions schema still finds pgTAP's functions.
+    execute(copy["admin_dsn"], f'alter role postgres in database "{copy["name"]}" set search_path = "$user", public')
+    folder = suite_dir(
+        tmp_path,
+        {
+            "who.sql": "select plan(3);\n"
+            "select is(current_user::text, 'postgres', 'runs as postgres');\n"
+            "select is((select rolsuper from pg_roles where rolname = current_user), false, 'not a superuser');\n"
+            "select is(current_setting('transaction_isolation') is not null and "
+            "(select count(*) from pg_stat_activity where pid = pg_backend_pid() and xact_start is not null) = 1,"
+            " true, 'inside a transaction');\n",
+        },
+    )
+    rc, result = smoke(copy["dsn"], pgtap_dir=str(folder))
+    assert rc == 0, result["msg"]
+    assert result["checks"][0]["summary"] == "3/3 tests passed"
