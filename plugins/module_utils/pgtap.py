@@ -58,7 +58,10 @@ _MISSING_EXTENSION = (
 _TAP_TEST = re.compile(r"^(?P<not>not )?ok (?P<number>\d+)(?:\s*-?\s*(?P<description>.*?))?\s*$")
 _TAP_PLAN = re.compile(r"^1\.\.(?P<count>\d+)")
 _DIRECTIVE = re.compile(r"\s*#\s*(?P<kind>TODO|SKIP)\b\s*(?P<reason>.*)$", re.IGNORECASE)
-_PSQL_ERROR = re.compile(r"^psql:(?P<file>[^:]+):(?P<line>\d+):\s*(?P<severity>ERROR|FATAL):\s*(?P<message>.*)$")
+_PSQL_ERROR = re.compile(r"^psql:(?P<file>.+?):(?P<line>\d+):\s*(?P<severity>ERROR|FATAL):\s*(?P<message>.*)$")
+# An error as the server reports it, with or without psql's file:line prefix, and the lines that belong to it.
+_ERROR_LINE = re.compile(r"^(?:psql:.+?:\d+:\s*)?(?:ERROR|FATAL):")
+_ERROR_MORE = re.compile(r"^(?:DETAIL|HINT|CONTEXT|LINE \d+):")
 _PSQL_FAILED = re.compile(r"^psql: error: (?P<message>.*)$")
 # libpq keywords as the environment variables psql reads, so that nothing of the connection is on a command line.
 LIBPQ_ENV = {
@@ -357,9 +360,19 @@ def failed_tests(tap):
 
 
 def missing_extension(text):
-    """The name of the extension an error output says is missing, or None."""
+    """The name of the extension the error output's errors say is missing, or None. Only errors count: a NOTICE
+    such as 'extension "x" does not exist, skipping' (DROP EXTENSION IF EXISTS) is not a failure."""
+    errors, in_error = [], False
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if _ERROR_LINE.match(line):
+            in_error = True
+        elif not _ERROR_MORE.match(line):
+            in_error = False
+        if in_error:
+            errors.append(line)
     for pattern in _MISSING_EXTENSION:
-        match = pattern.search(text or "")
+        match = pattern.search("\n".join(errors))
         if match:
             return match["name"]
     return None

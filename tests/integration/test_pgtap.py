@@ -176,7 +176,9 @@ def test_a_file_needing_an_extension_the_server_lacks_names_it(copy, tmp_path):
             # The same need, hidden from the file reading (inside a DO block): found in the error output.
             "01_hidden.sql": "begin;\nselect plan(1);\n"
             "do $$ begin execute 'create extension pg_jsonschema'; end $$;\nselect ok(true);\nrollback;\n",
-            "02_plain.sql": "begin;\nselect plan(1);\nselect ok(true, 'runs anyway');\nrollback;\n",
+            # A notice about an extension that is not there is no failure.
+            "02_plain.sql": "begin;\nselect plan(1);\ndrop extension if exists vector;\n"
+            "select ok(true, 'runs anyway');\nrollback;\n",
         },
     )
     rc, result = smoke(copy["dsn"], pgtap_dir=str(folder))
@@ -307,6 +309,9 @@ def test_restore_yml_records_each_pgtap_file_and_stops_on_a_failing_one(
     assert recorded == {**{name: True for name, _ in SUITE}, "pgtap:05_fails.sql": False}
     report = next((tmp_path / "reports").glob("*.md")).read_text()
     assert "pgtap:05_fails.sql: 1 of 2 tests failed: #2 there are 99 tenants" in report
+    assert 'not ok 2 there are 99 tenants: Failed test 2: "there are 99 tenants" / have: 3 / want: 99' in report
+    [recorded_file] = [c for c in event["checks"] if c["name"] == "pgtap:05_fails.sql"]
+    assert recorded_file["details"]["failed_tests"][0]["diagnostics"][1:] == ["have: 3", "want: 99"]
     # The suite left nothing behind: pgTAP is gone and the restored project equals production but for the
     # webhook the restore disarms on purpose.
     assert not has_pgtap(sandbox["staging"]["dsn"])

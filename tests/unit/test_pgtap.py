@@ -235,6 +235,9 @@ def test_the_sample_app_suite_loads_with_its_plans():
         ('ERROR:  required extension "postgis" is not installed', "postgis"),
         ('ERROR:  extension "vector" does not exist', "vector"),
         ("psql:/t/a.sql:4: ERROR:  division by zero", None),
+        # A notice is not a failure (DROP EXTENSION IF EXISTS of an extension that is not there).
+        ('psql:/t/a.sql:3: NOTICE:  extension "vector" does not exist, skipping', None),
+        ('psql:/t/a:b.sql:2: ERROR:  extension "vector" is not available', "vector"),
     ],
 )
 def test_missing_extension_is_read_from_the_error_output(stderr, name):
@@ -257,6 +260,9 @@ def test_verdicts():
     ok, summary, details = pgtap.judge(test, pgtap.parse_tap(""), 3, missing)
     assert not ok and summary.startswith("needs the extension basejump-supabase_test_helpers,")
     assert details["missing_extension"] == "basejump-supabase_test_helpers"
+
+    colon = pgtap.judge(test, stopped, 3, "psql:/t/a:b.sql:4: ERROR:  division by zero\n")
+    assert colon[1] == "stopped after 1 of 3 tests: line 4: division by zero"
 
     ok, summary, _ = pgtap.judge(test, pgtap.parse_tap(""), 2, "psql: error: connection to server failed: refused")
     assert (ok, summary) == (False, "psql could not connect: connection to server failed: refused")
@@ -301,3 +307,15 @@ def test_sequences_that_could_not_be_set_back_say_how_to(monkeypatch):
     result = pgtap.sequences_result(["public.a", "public.b"], {"public.a": 7, "public.b": None})
     assert result["name"] == "pgtap:sequences" and not result["ok"]
     assert result["summary"].endswith("select setval('public.a', 7, true); alter sequence public.b restart")
+
+
+def test_the_record_shows_each_failing_pgtap_test_with_its_diagnostics():
+    from ansible_collections.pgdr.supabase.plugins.module_utils import audit
+
+    ok, summary, details = pgtap.judge({"path": "/t/a.sql"}, pgtap.parse_tap(PG_PROVE_FAILED), 1, "")
+    check = {"name": "pgtap:a.sql", "ok": ok, "summary": summary, "details": details}
+    event = audit.build_event("drill", "failed", "test", "me", checks=[check, {"name": "catalog", "ok": True}])
+    lines = audit.markdown_entry(event).splitlines()
+    at = lines.index("  - FAIL pgtap:a.sql: 1 of 3 tests failed: #2 second is wrong")
+    assert lines[at + 1] == '    - not ok 2 second is wrong: Failed test 2: "second is wrong" / have: 1 / want: 2'
+    assert lines[at + 2] == "  - pass catalog"
