@@ -377,3 +377,16 @@ def test_files_run_as_the_runbooks_login_with_pgtap_on_their_search_path(copy, t
     rc, result = smoke(copy["dsn"], pgtap_dir=str(folder))
     assert rc == 0, result["msg"]
     assert result["checks"][0]["summary"] == "3/3 tests passed"
+
+
+def test_check_mode_runs_the_sql_checks_and_only_lists_the_pgtap_files(sandbox, copy, repo):
+    before = differences(sandbox["production"]["dsn"], copy["dsn"])
+    shipped = str(repo / "roles" / "smoke_tests" / "files" / "checks")
+    rc, result = smoke(copy["dsn"], check_mode=True, checks_dirs=[shipped], migrations_dir=str(MIGRATIONS))
+    assert rc == 0, result["msg"]
+    names = [c["name"] for c in result["checks"]]
+    assert "tenant_isolation_events" in names and not any(n.startswith("pgtap:") for n in names)
+    assert [(p["name"], p["plan"]) for p in result["pgtap_plan"]] == SUITE
+    assert result["msg"].endswith("; check mode: 4 pgTAP files listed, not run")
+    assert not has_pgtap(copy["dsn"])
+    assert differences(sandbox["production"]["dsn"], copy["dsn"]) == before
