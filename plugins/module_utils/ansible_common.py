@@ -81,8 +81,9 @@ def check_command_spec():
     }
 
 
-def exit_checks_skipped(module, would_run, nothing_to):
-    """Check mode before the restore made the database: no check can run; say which ones a real run would make."""
+def exit_checks_skipped(module, would_run, nothing_to, **extra):
+    """Check mode before the restore made the database: no check can run; say which ones a real run would make.
+    extra goes into the result as it is (for example the pgTAP files and their plans)."""
     module.exit_json(
         changed=False,
         ok=True,
@@ -91,6 +92,7 @@ def exit_checks_skipped(module, would_run, nothing_to):
         would_run=would_run,
         skipped_reason=f"the database does not exist yet (the restore was only planned); nothing to {nothing_to}",
         msg="check mode: the database does not exist yet; the checks would run after a real restore",
+        **extra,
     )
 
 

@@ -268,6 +268,13 @@ def markdown_entry(event):
     for check in event["checks"]:
         mark = "pass" if check["ok"] else "FAIL"
         lines.append(f"  - {mark} {md(check['name'])}" + (f": {md(check['summary'])}" if check["summary"] else ""))
+        # A check made of tests (a pgTAP file): each failing test with its diagnostics.
+        for test in ((check.get("details") or {}).get("failed_tests") or [])[:10]:
+            diagnostics = " / ".join(test.get("diagnostics") or [])
+            lines.append(
+                f"    - not ok {test.get('number')} {md(test.get('description') or '')}"
+                + (f": {md(diagnostics)}" if diagnostics else "")
+            )
     if event["durations_s"]:
         steps = ", ".join(f"{md(k)} {render.duration(v)}" for k, v in event["durations_s"].items())
         lines.append(f"- Durations: {steps}")

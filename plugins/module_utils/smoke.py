@@ -488,9 +488,11 @@ def http_check(spec):
     return check_result(name, ok, summary, details, started)
 
 
-def run_smoke(dsn, checks, http=None, command=None, command_cwd=None, command_timeout=600):
-    """Run the SQL checks (each rolled back), then the optional HTTP check and command; return the summary."""
-    planned_checks(checks, http, command)
+def run_smoke(dsn, checks, http=None, command=None, command_cwd=None, command_timeout=600, pgtap_run=None):
+    """Run the SQL checks (each rolled back), the app's pgTAP files (pgtap_run: {suite, admin_dsn, timeout}, see
+    pgtap.run_suite), then the optional HTTP check and command; return the summary."""
+    pgtap_run = pgtap_run or {}
+    planned_checks(checks, http, command, pgtap_run.get("suite"))
     results = []
     secrets = [dsn]
     if checks:
@@ -502,6 +504,10 @@ def run_smoke(dsn, checks, http=None, command=None, command_cwd=None, command_ti
                 results.append(run_check(conn, check, secrets))
         finally:
             conn.close()
+    if pgtap_run.get("suite"):
+        from ansible_collections.pgdr.supabase.plugins.module_utils import pgtap
+
+        results.extend(pgtap.run_suite(dsn, **pgtap_run))
     if http and http.get("url"):
         results.append(http_check(http))
     if command:
@@ -509,17 +515,17 @@ def run_smoke(dsn, checks, http=None, command=None, command_cwd=None, command_ti
     return summarize(results, database=pg.describe_dsn(dsn))
 
 
-def planned_checks(checks, http=None, command=None):
+def planned_checks(checks, http=None, command=None, pgtap_suite=None):
     """Names of the checks a run would make (for check mode when the database does not exist yet)."""
-    names = [c["name"] for c in checks]
+    names = [c["name"] for c in checks] + [t["name"] for t in pgtap_suite or []]
     if http and http.get("url"):
         names.append(http.get("name") or "http")
     if command:
         names.append("command")
     if not names:
         raise DRError(
-            "there is no smoke check to run: the check folders hold no *.sql check, and no HTTP check or command "
-            "is set",
+            "there is no smoke check to run: the check folders hold no *.sql check, there is no pgTAP folder, and "
+            "no HTTP check or command is set",
             step=STEP,
             hint="point smoke_tests_checks_dir at a folder of check files (the role's files/checks by default)",
         )

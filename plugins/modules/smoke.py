@@ -13,8 +13,15 @@ description:
   - A check of a later folder replaces a check of the same name in an earlier one.
   - Optionally an HTTP check (status code) and a command (its exit code), with the database in
     C(SUPABASE_DB_URL) and C(DATABASE_URL).
-  - Never changes anything. Fails when any check fails, naming every failed check; the per-check results are
-    returned either way.
+  - Then the app's own pgTAP suite (O(pgtap_dir), by default the C(tests) folder next to O(migrations_dir), as
+    C(supabase test db) runs it). Every C(*.sql) and C(*.pg) file runs with C(pg_prove), as the connecting role,
+    each in one transaction that is rolled back. Each file is one check, naming its failing tests and their
+    diagnostics. pgTAP is created in the C(extensions) schema only when the database lacks it, and dropped again
+    afterwards, and sequences the suite advanced are set back, so the database still equals its backup (one that
+    cannot be set back fails the check C(pgtap:sequences)). A file that creates an extension the server does not
+    have is not run; its check names the extension.
+  - Never changes anything (pgTAP aside, for the duration of the suite). Fails when any check fails, naming every
+    failed check; the per-check results are returned either way.
 version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
@@ -50,6 +57,25 @@ options:
     type: list
     elements: path
     default: []
+  pgtap_dir:
+    description:
+      - Folder of the app's pgTAP test files (C(*.sql), C(*.pg), sub-folders included), for example the app's
+        C(supabase/tests). It must exist when given. Empty for the C(tests) folder next to O(migrations_dir) when
+        that folder exists (else no pgTAP tests run).
+    type: path
+  migrations_dir:
+    description:
+      - The app's C(supabase/migrations) folder; only used to find the default O(pgtap_dir) (its sibling C(tests)).
+    type: path
+  pgtap_admin_dsn:
+    description:
+      - A connection allowed to create extensions (the platform's admin), used only when the O(dsn) login may not
+        create pgTAP and the database lacks it. The tests themselves always run as O(dsn)'s login. Never logged.
+    type: str
+  pgtap_timeout:
+    description: Seconds each pgTAP file may take; past it the file fails (its transaction rolls back).
+    type: int
+    default: 300
   http:
     description: An HTTP check; omit or leave C(url) empty for none.
     type: dict
@@ -87,8 +113,10 @@ attributes:
   check_mode:
     support: full
     details:
-      - Runs the checks for real (they roll back). When the database does not exist yet (a restore that check
+      - Runs the SQL checks for real (they roll back). When the database does not exist yet (a restore that check
         mode only planned), returns C(skipped_reason) and the checks that would run instead of failing.
+      - The pgTAP files never run in check mode (they would install pgTAP); C(pgtap_plan) lists each file and the
+        number of tests it plans.
   diff_mode:
     support: none
 seealso:
@@ -102,6 +130,8 @@ EXAMPLES = r"""
     checks_dirs:
       - "{{ role_path }}/files/checks"
       - /srv/app/supabase/smoke
+    # The app's pgTAP suite, supabase/tests next to the migrations.
+    migrations_dir: /srv/app/supabase/migrations
     http:
       url: https://staging.example.com/healthz
       status: 200
@@ -131,7 +161,10 @@ checks:
       type: str
       sample: expected 0 rows, got 12
     details:
-      description: File, expectation, the first rows returned or the error, the claims used.
+      description:
+        - File, expectation, the first rows returned or the error, the claims used.
+        - For a pgTAP file, C(planned), C(ran), C(passed), C(failed_tests) (each C(number), C(description),
+          C(diagnostics)), C(error) (the first psql error and its line), C(missing_extension), C(output_tail).
       type: dict
     duration_s:
       description: Seconds the check took.
@@ -158,6 +191,17 @@ cannot_pass:
   returned: when planned against a backup
   type: list
   elements: str
+pgtap_plan:
+  description: In check mode, each pgTAP file (C(name) as in C(checks), C(file)), the tests it plans (C(plan),
+    null without a plan) and the extensions it creates (C(extensions)); nothing ran.
+  returned: in check mode, when there are pgTAP files
+  type: list
+  elements: dict
+  sample: [{name: "pgtap:rls_isolation.sql", file: /srv/app/supabase/tests/rls_isolation.sql, plan: 12, extensions: []}]
+pgtap_dir:
+  description: The pgTAP folder that was used (null for none).
+  returned: always
+  type: str
 skipped_reason:
   description: Why no check ran (check mode and the database does not exist yet).
   returned: when skipped
@@ -176,7 +220,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common impor
 )
 
 
-def exit_planned(module, planned, checks, params):
+def exit_planned(module, planned, checks, params, pgtap_plan):
     """Check mode before the restore: each check, what it uses of the backup, and whether the backup has it."""
     from ansible_collections.pgdr.supabase.plugins.module_utils import crypto, logical_restore
 
@@ -193,9 +237,15 @@ def exit_planned(module, planned, checks, params):
         plan=plan,
         cannot_pass=cannot,
         skipped_reason="check mode: the restore was only planned; nothing to test yet",
+        **pgtap_result(pgtap_plan, params["_pgtap_dir"]),
         msg=f"check mode: would run {len(planned)} checks"
         + (f"; {len(cannot)} cannot pass on this backup: {', '.join(cannot)}" if cannot else ""),
     )
+
+
+def pgtap_result(pgtap_plan, pgtap_dir):
+    """What check mode adds about the pgTAP files: each with its plan count."""
+    return {"pgtap_plan": pgtap_plan, "pgtap_dir": pgtap_dir} if pgtap_plan else {"pgtap_dir": pgtap_dir}
 
 
 def smoke_plan(checks, index):
@@ -224,6 +274,10 @@ def main():
                     "name": {"type": "str", "default": "http"},
                 },
             },
+            "pgtap_dir": {"type": "path"},
+            "migrations_dir": {"type": "path"},
+            "pgtap_admin_dsn": {"type": "str", "no_log": True},
+            "pgtap_timeout": {"type": "int", "default": 300},
             "plan_only": {"type": "bool", "default": False},
             "manifest": {"type": "dict"},
             "s3": {**s3_spec(), "required": False},
@@ -232,16 +286,30 @@ def main():
         },
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import smoke, verify
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pgtap, smoke, verify
 
     p = module.params
     try:
         checks = smoke.load_checks(p["checks_dirs"])
+        p["_pgtap_dir"] = pgtap.resolve_dir(p["pgtap_dir"], p["migrations_dir"])
+        suite = pgtap.load_suite(p["_pgtap_dir"])
+        pgtap_plan = pgtap.planned(suite) if module.check_mode else []
         if module.check_mode and (p["plan_only"] or not verify.database_exists(p["dsn"])):
-            planned = smoke.planned_checks(checks, p["http"], p["command"])
+            planned = smoke.planned_checks(checks, p["http"], p["command"], suite)
             if p["manifest"] and p["s3"]:
-                exit_planned(module, planned, checks, p)
-            exit_checks_skipped(module, planned, "test")
+                exit_planned(module, planned, checks, p, pgtap_plan)
+            exit_checks_skipped(module, planned, "test", **pgtap_result(pgtap_plan, p["_pgtap_dir"]))
+        if module.check_mode and suite and not (checks or (p["http"] or {}).get("url") or p["command"]):
+            exit_pgtap_planned(module, pgtap_plan, p["_pgtap_dir"], p["dsn"])
+        pgtap_run = (
+            None
+            if module.check_mode
+            else {
+                "suite": suite,
+                "admin_dsn": p["pgtap_admin_dsn"],
+                "timeout": p["pgtap_timeout"],
+            }
+        )
         result = smoke.run_smoke(
             p["dsn"],
             checks,
@@ -249,10 +317,29 @@ def main():
             command=p["command"],
             command_cwd=p["command_cwd"],
             command_timeout=p["command_timeout"],
+            pgtap_run=pgtap_run,
         )
     except Exception as exc:  # the one error path
         fail(module, exc)
-    exit_checks(module, result)
+    if pgtap_plan:
+        result["msg"] += f"; check mode: {len(pgtap_plan)} pgTAP files listed, not run"
+    exit_checks(module, {**result, **pgtap_result(pgtap_plan, p["_pgtap_dir"])})
+
+
+def exit_pgtap_planned(module, pgtap_plan, pgtap_dir, dsn):
+    """Check mode with only pgTAP files to run: list them with their plans; nothing runs."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pg
+
+    module.exit_json(
+        database=pg.describe_dsn(dsn),
+        changed=False,
+        ok=True,
+        checks=[],
+        failed_checks=[],
+        would_run=[t["name"] for t in pgtap_plan],
+        msg=f"check mode: {len(pgtap_plan)} pgTAP files listed, not run",
+        **pgtap_result(pgtap_plan, pgtap_dir),
+    )
 
 
 if __name__ == "__main__":
