@@ -11,11 +11,11 @@ import uuid
 
 import psycopg
 import pytest
-from backup_helpers import drop_database, dsn_for, signing_key
+from backup_helpers import drop_database, signing_key
 from conftest import s3_params
 from test_restore_playbooks import restore_vars, staging_databases
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, immutable, logical_backup, signing
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, immutable, logical_backup, project, signing
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
@@ -207,10 +207,10 @@ def test_restore_yml_trusts_the_locked_copy_over_a_forged_primary(
     assert run.rc == 0, run.stdout[-3000:]
     assert "trusted copy: locked" in run.stdout
     assert "the primary manifest differs from its locked copy" in run.stdout
-    with psycopg.connect(dsn_for(sandbox, "staging", f"restore_{newer['backup_id'].lower()}")) as conn:
-        query = "select shobj_description(oid, 'pg_database') from pg_database where datname = current_database()"
-        marker = conn.execute(query).fetchone()[0]
-    assert newer["backup_id"] in marker
+    # The local inventory restores in place (mode project): the staging project's marker names the backup.
+    with psycopg.connect(sandbox["staging"]["dsn"]) as conn:
+        marker = project.read_marker(conn)
+    assert marker["backup_id"] == newer["backup_id"]
 
 
 def test_the_restore_module_rechecks_the_manifest_it_is_handed(run_playbook, sandbox, s3_target, prefix, tmp_path):
@@ -225,6 +225,8 @@ def test_the_restore_module_rechecks_the_manifest_it_is_handed(run_playbook, san
         "        manifest: '{{ given }}'\n"
         "        s3: '{{ pgdr_backup_s3 }}'\n"
         "        database: never_made_" + uuid.uuid4().hex[:6] + "\n"
+        "        template: platform_template\n"
+        "        skip_extensions: [pg_cron]\n"
         "        manifest_public_keys: '{{ pgdr_manifest_public_keys }}'\n"
     )
     run = run_playbook(str(playbook), {"given": point_data_at(newer, older)}, check=True)
