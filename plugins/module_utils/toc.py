@@ -6,6 +6,7 @@ comments on extensions). Everything else is restored, so a restore fails loudly 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -180,7 +181,9 @@ def _skip_reason(entry, platform_schemas, platform_roles, target_extensions, tar
 
 
 def write_list(entries, path):
-    """The list file for ``pg_restore -L``: the kept entries, in the archive's order."""
-    with open(path, "w", encoding="utf-8") as fh:
+    """The list file for ``pg_restore -L``: the kept entries, in the archive's order (mode 0600, like every file
+    of the work folder)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.writelines(entry.line + "\n" for entry in entries)
     return path

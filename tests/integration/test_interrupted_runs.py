@@ -136,6 +136,9 @@ def interrupted_restore(sandbox, sandbox_dir, backup, database, slow_bin, tmp_pa
         prefix,
         tmp_path,
         backup=manifest["backup_id"],
+        # A new database (the killed run's temporary one is what must go), from the platform template.
+        pgdr_restore_mode="new_database",
+        pgdr_restore_skip_extensions=["pg_cron"],
         pgdr_restore_database=database,
         pgdr_restore_data_mode="file",
         pgdr_restore_bin_dir=str(bin_dir),
