@@ -316,6 +316,6 @@ def test_the_record_shows_each_failing_pgtap_test_with_its_diagnostics():
     check = {"name": "pgtap:a.sql", "ok": ok, "summary": summary, "details": details}
     event = audit.build_event("drill", "failed", "test", "me", checks=[check, {"name": "catalog", "ok": True}])
     lines = audit.markdown_entry(event).splitlines()
-    at = lines.index("  - FAIL pgtap:a.sql: 1 of 3 tests failed: #2 second is wrong")
+    at = lines.index("  - FAIL pgtap:a.sql: 1 of 3 tests failed: \\#2 second is wrong")  # operator text escaped
     assert lines[at + 1] == '    - not ok 2 second is wrong: Failed test 2: "second is wrong" / have: 1 / want: 2'
     assert lines[at + 2] == "  - pass catalog"
