@@ -21,9 +21,11 @@ def sandbox_secrets(state):
         "s3 secret key": state["s3"]["secret_key"],
     }
     for target in ("production", "staging"):
-        for field in ("password", "authenticator_password", "anon_key", "service_role_key"):
+        for field in ("password", "admin_password", "anon_key", "service_role_key"):
             if state[target].get(field):
                 found[f"{target} {field}"] = state[target][field]
+        for login, password in (state[target].get("platform_passwords") or {}).items():
+            found[f"{target} {login} password"] = password
     found["age identity"] = Path(state["age"]["identity_file"]).read_text().strip()
     pem = Path(state["signing"]["private_key_file"]).read_text().splitlines()
     found["manifest signing key"] = "".join(line for line in pem if not line.startswith("-----"))

@@ -86,7 +86,8 @@ def dom_text(dom):
 def sandbox_secrets(state):
     found = [state["s3"]["secret_key"]]
     for target in ("production", "staging"):
-        found += [state[target][k] for k in ("password", "authenticator_password", "anon_key", "service_role_key")]
+        found += [state[target].get(k) for k in ("password", "admin_password", "anon_key", "service_role_key")]
+        found += list((state[target].get("platform_passwords") or {}).values())
     identity = Path(state["age"]["identity_file"]).read_text()
     found += re.findall(r"AGE-SECRET-KEY-[0-9A-Z]+", identity)
     return [s for s in found if s]
