@@ -192,7 +192,8 @@ def test_scripts_drill_closes_with_the_paths_of_both_pages(repo, sandbox, sandbo
         assert path.is_file(), line
     assert (
         closing[0].rstrip().endswith(".html")
-        and f"/{database}" in Path(closing[0].split(":", 1)[1].strip()).read_text()
+        # The drill restores in place (mode project): its page names the staging project's database.
+        and f":{sandbox['staging']['port']}/postgres" in Path(closing[0].split(":", 1)[1].strip()).read_text()
     )
 
 
