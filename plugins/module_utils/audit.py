@@ -269,7 +269,8 @@ def markdown_entry(event):
         mark = "pass" if check["ok"] else "FAIL"
         lines.append(f"  - {mark} {md(check['name'])}" + (f": {md(check['summary'])}" if check["summary"] else ""))
         # A check made of tests (a pgTAP file): each failing test with its diagnostics.
-        for test in ((check.get("details") or {}).get("failed_tests") or [])[:10]:
+        details = check.get("details") if isinstance(check.get("details"), dict) else {}  # may be plain text
+        for test in (details.get("failed_tests") or [])[:10]:
             diagnostics = " / ".join(test.get("diagnostics") or [])
             lines.append(
                 f"    - not ok {test.get('number')} {md(test.get('description') or '')}"
