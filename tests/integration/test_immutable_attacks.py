@@ -18,7 +18,7 @@ import uuid
 import psycopg
 import pytest
 from alert_receiver import Receiver
-from backup_helpers import drop_database, dsn_for
+from backup_helpers import drop_database, dsn_for, signing_key
 from botocore.exceptions import ClientError
 from conftest import s3_params, sandbox_secrets
 from test_immutable import purge_versions
@@ -64,7 +64,12 @@ def writer(sandbox, prefix, s3_target, admin_secondary):
 
 def take_backup(sandbox, target, prefix):
     request = logical_backup.BackupRequest(
-        "production", sandbox["production"]["dsn"], target, prefix=prefix, window="every_run"
+        "production",
+        sandbox["production"]["dsn"],
+        target,
+        prefix=prefix,
+        window="every_run",
+        signing_key=signing_key(sandbox),  # restores check the signature, from the locked bucket too
     )
     result = logical_backup.run(request)
     return result["backup_id"], result["manifest"]
@@ -210,6 +215,8 @@ def test_tampering_is_loud_and_a_restore_from_the_locked_bucket_reads_the_record
             "backup": backup_id,
             "reason": "restore from the locked copy after tampering",
             "pgdr_restore_database": database,
+            "pgdr_restore_mode": "new_database",  # the copy is read back from its own database
+            "pgdr_restore_skip_extensions": ["pg_cron"],
             "pgdr_incidents_path": str(tmp_path / "ops" / "incidents.md"),
             "pgdr_events_path": str(tmp_path / "ops" / "events.jsonl"),
             "pgdr_reports_dir": str(tmp_path / "reports"),
