@@ -1,11 +1,7 @@
-class ModuleDocFragment:
-    DOCUMENTATION = r"""
-options:
-  s3:
-    description:
-      - Where the backups live. Secrets belong in a vault file or come from a lookup, never in plain inventory.
-    type: dict
-    required: true
+"""The S3 connection options: O(s3), and the same keys for every other bucket option (primary_s3.py,
+secondary_s3.py). One text, so a key documented here is documented the same for every bucket."""
+
+_SUBOPTIONS = r"""
     suboptions:
       bucket:
         description: Bucket holding the backups.
@@ -14,7 +10,7 @@ options:
       endpoint_url:
         description:
           - S3 endpoint, for example V(https://s3.eu-west-1.amazonaws.com) or the sandbox's SeaweedFS.
-          - Omit for AWS's default endpoint of O(s3.region).
+          - Omit for AWS's default endpoint of O({name}.region).
         type: str
       region:
         description: Region used for signing.
@@ -59,3 +55,18 @@ options:
             description: KMS key id or alias for V(aws:kms); omit for the account's default key.
             type: str
 """
+
+
+def s3_option(name, description, required=False):
+    """The YAML of one S3 bucket option: its name, description lines, required or not, and the shared keys."""
+    lines = [f"  {name}:", "    description:"] + [f"      - {line}" for line in description]
+    lines += ["    type: dict"] + (["    required: true"] if required else [])
+    return "\n".join(lines) + _SUBOPTIONS.replace("{name}", name)
+
+
+class ModuleDocFragment:
+    DOCUMENTATION = "options:\n" + s3_option(
+        "s3",
+        ["Where the backups live. Secrets belong in a vault file or come from a lookup, never in plain inventory."],
+        required=True,
+    )

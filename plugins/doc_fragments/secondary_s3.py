@@ -1,60 +1,10 @@
+from ansible_collections.pgdr.supabase.plugins.doc_fragments.s3 import s3_option
+
+_DESCRIPTION = ["The immutable (Object Lock) bucket, the same keys as O(s3). Secrets from a vault file or a lookup."]
+
+
 class ModuleDocFragment:
-    DOCUMENTATION = r"""
-options:
-  secondary_s3:
-    description:
-      - The immutable (Object Lock) bucket, the same keys as O(s3). Secrets from a vault file or a lookup.
-    type: dict
-    suboptions:
-      bucket:
-        description: Bucket holding the backups.
-        type: str
-        required: true
-      endpoint_url:
-        description:
-          - S3 endpoint, for example V(https://s3.eu-west-1.amazonaws.com) or the sandbox's SeaweedFS.
-          - Omit for AWS's default endpoint of O(secondary_s3.region).
-        type: str
-      region:
-        description: Region used for signing.
-        type: str
-        default: us-east-1
-      access_key:
-        description: Access key id. Omit to use the host's AWS credential chain (instance role, environment).
-        type: str
-      secret_key:
-        description: Secret access key. Never logged.
-        type: str
-      session_token:
-        description: Session token of temporary credentials. Never logged.
-        type: str
-      ca_bundle:
-        description: CA certificate file to verify the endpoint's TLS certificate with (a private CA).
-        type: path
-      validate_certs:
-        description: Verify the endpoint's TLS certificate. Turn off only for a throwaway test endpoint.
-        type: bool
-        default: true
-      checksums:
-        description:
-          - When boto3 adds its own CRC checksums to requests and checks them in responses.
-          - V(when_required) (the default) sends only the SHA-256 checksums this module computes, which every
-            S3-compatible server tested accepts; V(when_supported) is boto3's own default since 1.36.
-        type: str
-        default: when_required
-        choices: [when_required, when_supported]
-      sse:
-        description:
-          - Server-side encryption asked for every object written (encryption at rest on the bucket's side).
-          - Client-side encryption (the bucket owner cannot read the dumps) is O(encryption_recipients) of the
-            backup module.
-        type: dict
-        suboptions:
-          algorithm:
-            description: V(AES256) (SSE-S3) or V(aws:kms) (SSE-KMS).
-            type: str
-            choices: [AES256, "aws:kms"]
-          kms_key_id:
-            description: KMS key id or alias for V(aws:kms); omit for the account's default key.
-            type: str
-"""
+    # pgdr.supabase.secondary_s3: the locked bucket as an optional option.
+    DOCUMENTATION = "options:\n" + s3_option("secondary_s3", _DESCRIPTION)
+    # pgdr.supabase.secondary_s3.required: the same, for a module that works on the locked bucket.
+    REQUIRED = "options:\n" + s3_option("secondary_s3", _DESCRIPTION, required=True)

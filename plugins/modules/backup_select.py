@@ -15,66 +15,19 @@ description:
     O(primary_s3)). The manifest is read at its recorded version and checked against the recorded SHA-256, and every
     object entry returned carries the C(version_id) of its locked copy, which the checks here and the restore read;
     a delete marker or a newer version put on top of a key changes nothing.
+  - With O(secondary_s3) (the bucket holding the backup's locked copy; omit it when restoring from that bucket
+    itself), the primary manifest is compared byte for byte with the oldest version of the locked copy before
+    anything else is read. Identical, the primary is used; different, the locked copy is used when its signature
+    verifies (RV(trust) says so), else the task fails. A backup without a locked copy yet is used from the primary.
   - Read-only; runs the same in check mode.
 version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
   - pgdr.supabase.s3
   - pgdr.supabase.primary_s3
+  - pgdr.supabase.secondary_s3
   - pgdr.supabase.manifest_trust
 options:
-  secondary_s3:
-    description:
-      - The immutable (Object Lock) bucket holding the backup's locked copy, same keys as O(s3). When given, the
-        primary manifest is compared byte for byte with the oldest version of the locked copy before anything else
-        is read. Identical, the primary is used; different, the locked copy is used when its signature verifies
-        (RV(trust) says so), else the task fails. A backup without a locked copy yet is used from the primary.
-      - Omit when restoring from the immutable bucket itself.
-    type: dict
-    suboptions:
-      bucket:
-        description: Bucket with Object Lock enabled.
-        type: str
-        required: true
-      endpoint_url:
-        description: S3 endpoint; omit for AWS's default endpoint of O(secondary_s3.region).
-        type: str
-      region:
-        description: Region used for signing.
-        type: str
-        default: us-east-1
-      access_key:
-        description: Access key id. Omit to use the host's AWS credential chain.
-        type: str
-      secret_key:
-        description: Secret access key. Never logged.
-        type: str
-      session_token:
-        description: Session token of temporary credentials. Never logged.
-        type: str
-      ca_bundle:
-        description: CA certificate file to verify the endpoint's TLS certificate with.
-        type: path
-      validate_certs:
-        description: Verify the endpoint's TLS certificate.
-        type: bool
-        default: true
-      checksums:
-        description: When boto3 adds its own CRC checksums (see O(s3.checksums)).
-        type: str
-        default: when_required
-        choices: [when_required, when_supported]
-      sse:
-        description: Not used here (reading only).
-        type: dict
-        suboptions:
-          algorithm:
-            description: Not used here.
-            type: str
-            choices: [AES256, aws:kms]
-          kms_key_id:
-            description: Not used here.
-            type: str
   decryption_identities:
     description:
       - age identities (C(AGE-SECRET-KEY-1...)) the restore will decrypt with, from a vault or a lookup; never

@@ -28,44 +28,8 @@ version_added: "0.1.0"
 author: pgdr authors
 extends_documentation_fragment:
   - pgdr.supabase.s3
+  - pgdr.supabase.secondary_s3.required
 options:
-  secondary_s3:
-    description: The immutable (Object Lock) bucket. Same keys as O(s3).
-    type: dict
-    required: true
-    suboptions:
-      bucket:
-        description: Bucket with Object Lock enabled.
-        type: str
-        required: true
-      endpoint_url:
-        description: S3 endpoint; omit for AWS's default endpoint of O(secondary_s3.region).
-        type: str
-      region:
-        description: Region used for signing.
-        type: str
-        default: us-east-1
-      access_key:
-        description: Access key id. Omit to use the host's AWS credential chain.
-        type: str
-      secret_key:
-        description: Secret access key. Never logged.
-        type: str
-      session_token:
-        description: Session token of temporary credentials. Never logged.
-        type: str
-      ca_bundle:
-        description: CA certificate file to verify the endpoint's TLS certificate with.
-        type: path
-      validate_certs:
-        description: Verify the endpoint's TLS certificate.
-        type: bool
-        default: true
-      checksums:
-        description: When boto3 adds its own CRC checksums (see O(s3.checksums)).
-        type: str
-        default: when_required
-        choices: [when_required, when_supported]
   source:
     description: Source name in object keys.
     type: str
