@@ -6,6 +6,7 @@ backup itself, not the engine agreeing with itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -314,3 +315,37 @@ def new_database_request(dsn, manifest, target, **kwargs):
         kwargs.setdefault("template", "platform_template")
         kwargs.setdefault("skip_extensions", ["pg_cron"])
     return logical_restore.RestoreRequest(dsn, manifest, target, **kwargs)
+
+
+@contextlib.contextmanager
+def restored_with_tools(state, workdir, label):
+    """Production backed up by the engine under a prefix of its own, restored into a new staging database with
+    the client tools and marked as restored: {target, prefix, manifest (as stored), manifest_key, database}.
+    The database and the prefix's objects are removed afterwards."""
+    from conftest import s3_params
+
+    from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup
+    from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target
+
+    target = s3_target(s3_params(state))
+    prefix = f"test-{label}-{uuid.uuid4().hex[:10]}"
+    result = logical_backup.run(
+        logical_backup.BackupRequest(
+            "production", state["production"]["dsn"], target, prefix=prefix, window="every_run"
+        )
+    )
+    manifest = target.get_json(result["manifest_key"])
+    database = scratch_database(state)
+    try:
+        restore_with_tools(state, target, manifest, workdir, database)
+        mark_as_restored(state, database, manifest["backup_id"])
+        yield {
+            "target": target,
+            "prefix": prefix,
+            "manifest": manifest,
+            "manifest_key": result["manifest_key"],
+            "database": database,
+        }
+    finally:
+        drop_database(state, database)
+        target.delete_keys([key for key, _ in target.list_keys(f"{prefix}/")])

@@ -650,19 +650,8 @@ def _quote_literal(text):
 
 # --- Making a restored copy's privileges equal its source's ---------------------------------------------------
 
-_ALTER_KINDS = {
-    "table": "TABLE",
-    "view": "VIEW",
-    "matview": "MATERIALIZED VIEW",
-    "foreign_table": "FOREIGN TABLE",
-    "sequence": "SEQUENCE",
-    "function": "FUNCTION",
-    "procedure": "PROCEDURE",
-    "schema": "SCHEMA",
-    "type": "TYPE",
-    "domain": "DOMAIN",
-    "large_object": "LARGE OBJECT",
-}
+# ALTER ... OWNER TO names the relation kinds that GRANT calls TABLE by their own keyword.
+_ALTER_KINDS = {**GRANT_TARGETS, "view": "VIEW", "matview": "MATERIALIZED VIEW", "foreign_table": "FOREIGN TABLE"}
 
 
 class Statement:

@@ -407,13 +407,20 @@ def _etag(value):
     return str(value).strip('"') if value else None
 
 
-def _read_version_json(target, key, version_id, step):
+def _get_version(target, key, version_id, step):
+    """The bytes of that version of key; None when it is not there."""
     try:
-        body = target.client.get_object(Bucket=target.bucket, Key=key, VersionId=version_id)["Body"].read()
+        return target.client.get_object(Bucket=target.bucket, Key=key, VersionId=version_id)["Body"].read()
     except S3_ERRORS as exc:
         if is_not_found(exc):
-            return None, None
+            return None
         raise translate(exc, step, f"{target.where(key)} version {version_id}") from exc
+
+
+def _read_version_json(target, key, version_id, step):
+    body = _get_version(target, key, version_id, step)
+    if body is None:
+        return None, None
     try:
         return json.loads(body), hashlib.sha256(body).hexdigest()
     except ValueError:
@@ -464,12 +471,17 @@ def _manifest_version_exists(secondary, found):
     entry = objects[-1] if objects else None
     if not entry or not entry.get("version_id"):
         return False
+    return _version_present(secondary, entry["key"], entry["version_id"], "read secure-copy record")
+
+
+def _version_present(secondary, key, version_id, step):
+    """Whether that version of key is in the bucket (a HEAD; a version id the server does not know is absent)."""
     try:
-        secondary.client.head_object(Bucket=secondary.bucket, Key=entry["key"], VersionId=entry["version_id"])
+        secondary.client.head_object(Bucket=secondary.bucket, Key=key, VersionId=version_id)
     except S3_ERRORS as exc:
         if is_not_found(exc) or error_code(exc) in ("400", "InvalidArgument"):
             return False
-        raise translate(exc, "read secure-copy record", secondary.where(entry["key"])) from exc
+        raise translate(exc, step, secondary.where(key)) from exc
     return True
 
 
@@ -692,13 +704,7 @@ def _reusable(secondary, obj, previous):
     known = previous.get(obj["key"]) if previous else None
     if not known or known.get("sha256") != obj["sha256"] or not known.get("version_id"):
         return None
-    try:
-        secondary.client.head_object(Bucket=secondary.bucket, Key=obj["key"], VersionId=known["version_id"])
-    except S3_ERRORS as exc:
-        if is_not_found(exc) or error_code(exc) in ("400", "InvalidArgument"):
-            return None
-        raise translate(exc, "check earlier copy", secondary.where(obj["key"])) from exc
-    return known
+    return known if _version_present(secondary, obj["key"], known["version_id"], "check earlier copy") else None
 
 
 def _secure_one(primary, secondary, obj, method, mode, retain_until, previous):
@@ -1200,17 +1206,15 @@ def _versions(found):
 
 
 def _read_version_bytes(secondary, key, version_id):
-    try:
-        return secondary.client.get_object(Bucket=secondary.bucket, Key=key, VersionId=version_id)["Body"].read()
-    except S3_ERRORS as exc:
-        if is_not_found(exc):
-            raise DRError(
-                f"the locked manifest version {version_id} is missing",
-                step="read manifest",
-                subject=secondary.where(key),
-                hint="restore another backup",
-            ) from exc
-        raise translate(exc, "read manifest", f"{secondary.where(key)} version {version_id}") from exc
+    data = _get_version(secondary, key, version_id, "read manifest")
+    if data is None:
+        raise DRError(
+            f"the locked manifest version {version_id} is missing",
+            step="read manifest",
+            subject=secondary.where(key),
+            hint="restore another backup",
+        )
+    return data
 
 
 def inspect_backup(primary, secondary, prefix, source, backup_id, now=None):

@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import pg
+from ansible_collections.pgdr.supabase.plugins.module_utils import pg, smoke
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 from ansible_collections.pgdr.supabase.plugins.module_utils.verify import check_result
 
@@ -156,8 +156,8 @@ def scan(text):
             if command in SENDING_META:
                 flush()
             i = end
-        elif ch in ("'", '"') or (ch == "$" and _dollar_tag(text, i)):
-            j = _quoted_end(text, i, line)
+        elif ch in ("'", '"') or (ch == "$" and smoke.dollar_tag(text, i)):
+            j = smoke.quoted_end(text, i, f"line {line}: ")
             if start is None:
                 start = line
             buf.append(text[i:j])
@@ -173,38 +173,6 @@ def scan(text):
             i += 1
     flush()
     return statements, meta
-
-
-def _dollar_tag(text, i):
-    if i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_"):
-        return None
-    match = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", text[i:])
-    return match.group(0) if match else None
-
-
-def _quoted_end(text, i, line):
-    """Index just past the quoted literal, identifier or dollar-quoted body starting at i."""
-    ch = text[i]
-    if ch == "$":
-        tag = _dollar_tag(text, i)
-        end = text.find(tag, i + len(tag))
-        if end == -1:
-            raise ValueError(f"line {line}: unterminated {tag} quote")
-        return end + len(tag)
-    escapes = ch == "'" and i > 0 and text[i - 1] in "eE" and (i < 2 or not text[i - 2].isalnum())
-    j, n = i + 1, len(text)
-    while True:
-        if j >= n:
-            raise ValueError(f"line {line}: unterminated {ch} quote")
-        if escapes and text[j] == "\\":
-            j += 2
-            continue
-        if text[j] == ch:
-            if j + 1 < n and text[j + 1] == ch:
-                j += 2
-                continue
-            return j + 1
-        j += 1
 
 
 def plan_count(statements):

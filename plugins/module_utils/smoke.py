@@ -142,6 +142,40 @@ def _match_rows(expect, rows):
     return ok, f"value {got!r}" if ok else f"expected {describe_expect(expect)}, got {got!r}"
 
 
+def dollar_tag(text, i):
+    """The dollar-quote tag (``$$``, ``$body$``) starting at i, or None (``$1`` or a tag inside a word is none)."""
+    if i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_"):
+        return None
+    match = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", text[i:])
+    return match.group(0) if match else None
+
+
+def quoted_end(text, i, where=""):
+    """Index just past the quoted literal, identifier or dollar-quoted body starting at i (``E'...'`` escapes
+    and doubled quotes respected); ValueError, its message prefixed with where, when it is not closed."""
+    ch = text[i]
+    if ch == "$":
+        tag = dollar_tag(text, i)
+        end = text.find(tag, i + len(tag))
+        if end == -1:
+            raise ValueError(f"{where}unterminated {tag} quote")
+        return end + len(tag)
+    escapes = ch == "'" and i > 0 and text[i - 1] in "eE" and (i < 2 or not text[i - 2].isalnum())
+    j, n = i + 1, len(text)
+    while True:
+        if j >= n:
+            raise ValueError(f"{where}unterminated {ch} quote")
+        if escapes and text[j] == "\\":
+            j += 2
+            continue
+        if text[j] == ch:
+            if j + 1 < n and text[j + 1] == ch:
+                j += 2
+                continue
+            return j + 1
+        j += 1
+
+
 def split_statements(text):
     """(statements, user_from): the SQL statements of a body split on top-level ``;`` (quotes, dollar quotes and
     comments respected), and the index of the first statement after the ``-- @user`` line (None without one)."""
@@ -167,34 +201,10 @@ def split_statements(text):
                 raise ValueError("unterminated /* comment")
             buf.append(text[i : end + 2])
             i = end + 2
-        elif ch in ("'", '"'):
-            escapes = ch == "'" and i > 0 and text[i - 1] in "eE" and (i < 2 or not text[i - 2].isalnum())
-            j = i + 1
-            while True:
-                if j >= n:
-                    raise ValueError(f"unterminated {ch} quote")
-                if escapes and text[j] == "\\":
-                    j += 2
-                    continue
-                if text[j] == ch:
-                    if j + 1 < n and text[j + 1] == ch:
-                        j += 2
-                        continue
-                    break
-                j += 1
-            buf.append(text[i : j + 1])
-            i = j + 1
-        elif (
-            ch == "$"
-            and (m := re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", text[i:]))
-            and not (i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_"))
-        ):
-            tag = m.group(0)
-            end = text.find(tag, i + len(tag))
-            if end == -1:
-                raise ValueError(f"unterminated {tag} quote")
-            buf.append(text[i : end + len(tag)])
-            i = end + len(tag)
+        elif ch in ("'", '"') or (ch == "$" and dollar_tag(text, i)):
+            end = quoted_end(text, i)
+            buf.append(text[i:end])
+            i = end
         elif ch == ";":
             statement = _without_leading_comments("".join(buf))
             if _has_code(statement):

@@ -17,16 +17,12 @@ from backup_helpers import (
     copy_database,
     drop_database,
     dsn_for,
-    mark_as_restored,
-    restore_with_tools,
-    scratch_database,
+    restored_with_tools,
 )
-from conftest import s3_params
 from oracle import differences
 from test_verify_smoke import execute, run_module
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, logical_restore, pg, pgtap, verify
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
+from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore, pg, pgtap, verify
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 pytestmark = pytest.mark.integration
@@ -45,27 +41,14 @@ SUITE = [
 @pytest.fixture(scope="module")
 def golden(sandbox, tmp_path_factory):
     """Production backed up by the engine and restored into a new staging database with the client tools."""
-    target = make_target(s3_params(sandbox))
-    prefix = f"test-pgtap-{uuid.uuid4().hex[:10]}"
-    result = logical_backup.run(
-        logical_backup.BackupRequest(
-            "production", sandbox["production"]["dsn"], target, prefix=prefix, window="every_run"
-        )
-    )
-    manifest = target.get_json(result["manifest_key"])
-    database = scratch_database(sandbox)
-    try:
-        restore_with_tools(sandbox, target, manifest, tmp_path_factory.mktemp("restore"), database)
-        mark_as_restored(sandbox, database, manifest["backup_id"])
+    with restored_with_tools(sandbox, tmp_path_factory.mktemp("restore"), "pgtap") as restored:
+        database, manifest = restored["database"], restored["manifest"]
         yield {
             "database": database,
             "manifest": manifest,
-            "index": logical_restore.read_index(target, manifest),
+            "index": logical_restore.read_index(restored["target"], manifest),
             "differences": differences(sandbox["production"]["dsn"], dsn_for(sandbox, "staging", database)),
         }
-    finally:
-        drop_database(sandbox, database)
-        target.delete_keys([key for key, _ in target.list_keys(f"{prefix}/")])
 
 
 @pytest.fixture

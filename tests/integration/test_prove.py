@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -18,11 +17,12 @@ from pathlib import Path
 import psycopg
 import pytest
 from alert_receiver import Receiver
-from backup_helpers import drop_database, dsn_for, signing_key
+from backup_helpers import drop_database, dsn_for
 from conftest import REPO
 from proc_helpers import descendants, kill_tree
+from test_restore_playbooks import take_backup
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logical_backup, proof, selection
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, proof, selection
 
 pytestmark = pytest.mark.integration
 
@@ -34,22 +34,6 @@ METRIC = re.compile(r'^([a-z_]+)\{source="production"\} (\S+)$', re.MULTILINE)
 def rx():
     with Receiver() as receiver:
         yield receiver
-
-
-def take_backup(state, target, prefix, moment=None):
-    """A signed backup with an id of its own (a random past moment unless given), so its throwaway database is this
-    test's alone."""
-    moment = moment or dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=random.randrange(10**8))
-    req = logical_backup.BackupRequest(
-        "production",
-        state["production"]["dsn"],
-        target,
-        prefix=prefix,
-        window="every_run",
-        now=moment,
-        signing_key=signing_key(state),
-    )
-    return logical_backup.run(req)["manifest"]
 
 
 def prove_vars(prefix, tmp_path, rx, **extra):

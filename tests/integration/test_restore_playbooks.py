@@ -17,9 +17,10 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, logi
 pytestmark = pytest.mark.integration
 
 
-def take_backup(state, target, prefix):
-    """A backup with an id of its own (a random past moment), so its restored database is this test's alone."""
-    moment = dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=random.randrange(10**8))
+def take_backup(state, target, prefix, moment=None):
+    """A signed backup with an id of its own (a random past moment unless given), so its restored (or throwaway)
+    database is this test's alone."""
+    moment = moment or dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=random.randrange(10**8))
     req = logical_backup.BackupRequest(
         "production",
         state["production"]["dsn"],

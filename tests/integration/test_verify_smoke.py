@@ -15,16 +15,13 @@ from backup_helpers import (
     copy_database,
     drop_database,
     dsn_for,
-    mark_as_restored,
-    restore_with_tools,
-    scratch_database,
+    restored_with_tools,
     write_v1_backup,
 )
 from conftest import s3_params
 from psycopg import sql
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import logical_backup, logical_restore, pg, smoke, verify
-from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
+from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore, pg, smoke, verify
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 pytestmark = pytest.mark.integration
@@ -86,30 +83,17 @@ def execute(dsn, *statements):
 def golden(sandbox, tmp_path_factory):
     """A restored copy of production on staging (backup engine + restore with the client tools), and the
     backup's manifest as stored in S3 (with every object's hash)."""
-    target = make_target(s3_params(sandbox))
-    prefix = f"test-verify-{uuid.uuid4().hex[:10]}"
-    result = logical_backup.run(
-        logical_backup.BackupRequest(
-            "production", sandbox["production"]["dsn"], target, prefix=prefix, window="every_run"
-        )
-    )
-    manifest = target.get_json(result["manifest_key"])
-    database = scratch_database(sandbox)
-    try:
-        restore_with_tools(sandbox, target, manifest, tmp_path_factory.mktemp("restore"), database)
-        mark_as_restored(sandbox, database, manifest["backup_id"])
+    with restored_with_tools(sandbox, tmp_path_factory.mktemp("restore"), "verify") as restored:
+        target, manifest = restored["target"], restored["manifest"]
         yield {
-            "database": database,
+            "database": restored["database"],
             "manifest": manifest,
-            "manifest_key": result["manifest_key"],
+            "manifest_key": restored["manifest_key"],
             "target": target,
             "index": logical_restore.read_index(target, manifest),
             # The same production as a backup of manifest version 1 would describe it (schema hashes, counts).
-            "v1": write_v1_backup(sandbox, target, prefix),
+            "v1": write_v1_backup(sandbox, target, restored["prefix"]),
         }
-    finally:
-        drop_database(sandbox, database)
-        target.delete_keys([key for key, _ in target.list_keys(f"{prefix}/")])
 
 
 @pytest.fixture
