@@ -291,7 +291,8 @@ def test_restore_yml_records_each_pgtap_file_and_stops_on_a_failing_one(
     recorded = {c["name"]: c["ok"] for c in event["checks"] if c["name"].startswith("pgtap:")}
     assert recorded == {**{name: True for name, _ in SUITE}, "pgtap:05_fails.sql": False}
     report = next((tmp_path / "reports").glob("*.md")).read_text()
-    assert "pgtap:05_fails.sql: 1 of 2 tests failed: #2 there are 99 tenants" in report
+    # The Markdown report escapes operator text (_ and # are written \\_ and \\#).
+    assert "pgtap:05\\_fails.sql: 1 of 2 tests failed: \\#2 there are 99 tenants" in report
     assert 'not ok 2 there are 99 tenants: Failed test 2: "there are 99 tenants" / have: 3 / want: 99' in report
     [recorded_file] = [c for c in event["checks"] if c["name"] == "pgtap:05_fails.sql"]
     assert recorded_file["details"]["failed_tests"][0]["diagnostics"][1:] == ["have: 3", "want: 99"]
