@@ -28,7 +28,29 @@ def config_env_names():
 
 
 def raw_config():
-    """Each file's variables as written (templates not rendered, !unsafe values as plain strings)."""
+    """Each file's variables as written (templates not rendered, !unsafe values as plain strings). Read in a
+    process of its own, like rendered_config: Ansible's controller-side loading changes how modules run in this
+    process afterwards report their warnings."""
+    return _in_subprocess("_raw()", os.environ)
+
+
+def _in_subprocess(call, env):
+    """json of awx_helpers.<call> evaluated in a fresh interpreter with env."""
+    code = f"import json, sys, awx_helpers; print(json.dumps(awx_helpers.{call}))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "PYTHONPATH": str(Path(__file__).parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"reading awx/config failed: {result.stderr}")
+    return json.loads(result.stdout)
+
+
+def _raw():
     from ansible.parsing.dataloader import DataLoader
 
     loader = DataLoader()
@@ -44,19 +66,8 @@ def rendered_config(env=None, extra_vars=None):
     value for each variable the configuration reads). It runs in a process of its own: Ansible's plugin loader
     installs a collection finder that must not change how the rest of the suite imports the engine."""
     values = env if env is not None else {name: f"sample-{name.lower()}" for name in config_env_names()}
-    code = "import json, sys, awx_helpers; print(json.dumps(awx_helpers._render(json.loads(sys.argv[1]))))"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PGDR_", "CONTROLLER_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(extra_vars or {})],
-        env={**clean, **values, "PYTHONPATH": str(Path(__file__).parent)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"rendering awx/config failed: {result.stderr}")
-    return json.loads(result.stdout)
+    return _in_subprocess(f"_render({extra_vars or {}!r})", {**clean, **values})
 
 
 def _render(extra_vars):
