@@ -1,13 +1,10 @@
 class ModuleDocFragment:
-    DOCUMENTATION = r"""
+    # The connection to the Management API (token, URL, timeout), for modules that are not about one project.
+    CONNECTION = r"""
 options:
   token:
     description:
       - Management API personal access token (C(sbp_) and 40 hex digits). From a vault file or a lookup; never logged.
-    type: str
-    required: true
-  project_ref:
-    description: Project ref, exactly 20 lowercase letters.
     type: str
     required: true
   api_url:
@@ -19,3 +16,14 @@ options:
     type: int
     default: 30
 """
+
+    # The connection and the project.
+    DOCUMENTATION = (
+        CONNECTION
+        + r"""
+  project_ref:
+    description: Project ref, exactly 20 lowercase letters.
+    type: str
+    required: true
+"""
+    )

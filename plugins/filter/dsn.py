@@ -1,7 +1,10 @@
 # Copyright: the pgdr authors. GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters for connection strings: point one at another database, and mask its password for display."""
+"""Filters for connection strings: point one at another database, mask its password for display, and build a
+hosted project's."""
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ansible_collections.pgdr.supabase.plugins.module_utils.hosted_project import render_template
 
 
 def dsn_database(dsn, database):
@@ -34,6 +37,12 @@ def mask_dsn(dsn):
     return make_conninfo(**params)
 
 
+def project_db_url(template, project, password):
+    """The connection string of a hosted project (pgdr.supabase.supabase_project's result.project) from a template
+    with {ref}, {host}, {region} and {password}: the one the module itself connected with."""
+    return render_template(template, project, password)
+
+
 class FilterModule:
     def filters(self):
-        return {"dsn_database": dsn_database, "mask_dsn": mask_dsn}
+        return {"dsn_database": dsn_database, "mask_dsn": mask_dsn, "project_db_url": project_db_url}

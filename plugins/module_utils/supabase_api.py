@@ -331,20 +331,24 @@ class ManagementAPI:
             reason = getattr(exc, "reason", exc)
             return None, {}, str(reason)
 
-    def _request(self, method, path, *, step, ref=None, query=None, body=None, before_resend=None):
-        """Send with the retry policy; return (status, body bytes) of a 2xx, or raise the translated DRError.
+    def _request(
+        self, method, path, *, step, ref=None, query=None, body=None, before_resend=None, accept=(), forbidden=None
+    ):
+        """Send with the retry policy; return (status, body bytes) of a 2xx or of a status in ``accept``, or raise
+        the translated DRError (``forbidden``: the hint of a 403, when the caller knows better what is missing).
 
         before_resend(status) runs before a request that may have reached the server is sent again; it returns
-        a (status, body) to stop with instead, or None to go on (the PITR restore uses it not to restore twice).
+        a (status, body) to stop with instead, or None to go on (the PITR restore uses it not to restore twice,
+        the project creation not to create two).
         """
         attempt = 0
         while True:
             status, headers, raw = self._send(method, path, query=query, body=body)
-            if status is not None and 200 <= status < 300:
+            if status is not None and (200 <= status < 300 or status in accept):
                 return status, raw
             transient = status is None or should_retry(status)
             if not transient or attempt >= self.max_retries:
-                raise self._translate(status, raw, step=step, ref=ref, attempts=attempt + 1)
+                raise self._translate(status, raw, step=step, ref=ref, attempts=attempt + 1, forbidden=forbidden)
             if before_resend is not None and status != 429:
                 outcome = before_resend(status)
                 if outcome is not None:
@@ -362,7 +366,7 @@ class ManagementAPI:
             (self._sleep or time.sleep)(delay)
             attempt += 1
 
-    def _translate(self, status, raw, step, ref, attempts):
+    def _translate(self, status, raw, step, ref, attempts, forbidden=None):
         """The DRError for a final failure: what failed, on which project, and what to do next."""
         server = redact(_error_message(raw), [self._token]) if status is not None else None
         if status is None:
@@ -378,8 +382,12 @@ class ManagementAPI:
                 "pgdr_supabase_token and run again"
             )
         elif status == 403:
-            message = f"the token may not do this on the project (HTTP 403: {server})"
-            hint = "use a token of a member with the Owner or Administrator role in the project's organization"
+            where = f" on project {ref}" if ref else ""
+            message = f"the token is not allowed to {step}{where} (HTTP 403: {server})"
+            hint = (
+                forbidden
+                or "use a token of a member with the Owner or Administrator role in the project's organization"
+            )
         elif status == 404:
             message = f"unknown project ref {ref} (HTTP 404)" if ref else f"not found (HTTP 404: {server})"
             hint = (
@@ -411,6 +419,9 @@ class ManagementAPI:
 
     def _json(self, method, path, *, step, ref=None, query=None, body=None):
         _status, raw = self._request(method, path, step=step, ref=ref, query=query, body=body)
+        return self._decode(raw, method, path, step)
+
+    def _decode(self, raw, method, path, step):
         try:
             return json.loads(raw.decode("utf-8")) if raw else None
         except ValueError:
@@ -422,6 +433,65 @@ class ManagementAPI:
             ) from None
 
     # -- endpoints ---------------------------------------------------------------------------------------------
+
+    def projects(self):
+        """GET /v1/projects: every project the token can see."""
+        return self._json("GET", "/v1/projects", step="list projects") or []
+
+    def find_project(self, name, organization=None):
+        """The project called ``name`` (in ``organization``, by slug or id, when given), or None."""
+        found = [
+            p
+            for p in self.projects()
+            if p.get("name") == name
+            and (organization is None or organization in (p.get("organization_slug"), p.get("organization_id")))
+        ]
+        if len(found) > 1:
+            raise DRError(
+                f"{len(found)} projects are called {name}: "
+                + ", ".join(sorted(str(p.get("ref") or p.get("id")) for p in found)),
+                step="find project",
+                subject=f"project {name}",
+                hint="delete the extra ones in the dashboard (or name the new project differently) and run again",
+            )
+        return found[0] if found else None
+
+    def create_project(self, name, organization, region, db_pass, instance_size=None):
+        """POST /v1/projects: start a new project (it comes up on its own; wait_for it). Returns the API's answer
+        ({id, ref, name, status, ...}). A request that may have reached the server is never sent twice: before a
+        resend the projects are listed, and one of that name that appeared since is the answer."""
+        body = {"name": name, "organization_slug": organization, "region": region, "db_pass": db_pass}
+        if instance_size:
+            body["desired_instance_size"] = instance_size
+
+        def already_created(_status):
+            try:
+                found = self.find_project(name, organization)
+            except DRError:
+                return None
+            return (201, json.dumps(found).encode()) if found else None
+
+        _status, raw = self._request(
+            "POST",
+            "/v1/projects",
+            step="create a project",
+            body=body,
+            before_resend=already_created,
+            forbidden=(
+                f"the token cannot create projects in organization {organization}: use a personal access token of "
+                "an Owner or Administrator of that organization (a read-only or scoped token cannot); nothing was "
+                "created"
+            ),
+        )
+        created = self._decode(raw, "POST", "/v1/projects", "create a project") or {}
+        created.setdefault("ref", created.get("id"))
+        return created
+
+    def delete_project(self, ref):
+        """DELETE /v1/projects/{ref}; True when deleted now, False when it was already gone."""
+        validate_ref(ref)
+        status, _raw = self._request("DELETE", f"/v1/projects/{ref}", step="delete the project", ref=ref, accept=(404,))
+        return status != 404
 
     def project(self, ref):
         """GET /v1/projects/{ref}: ref, name, region, status, database {host, version, ...}."""
@@ -620,17 +690,22 @@ def backups_summary(response):
 # Seconds after a restore request during which a healthy-looking project is not yet taken for a finished restore.
 TRANSITION_GRACE = 60
 
-MODULE_ARGUMENT_SPEC = {
+CONNECTION_ARGUMENT_SPEC = {
     "token": {"type": "str", "required": True, "no_log": True},
-    "project_ref": {"type": "str", "required": True},
     "api_url": {"type": "str", "default": DEFAULT_API_URL},
     "timeout": {"type": "int", "default": 30},
 }
+MODULE_ARGUMENT_SPEC = {**CONNECTION_ARGUMENT_SPEC, "project_ref": {"type": "str", "required": True}}
 
 
 def api_from_params(params):
     """A ManagementAPI from the shared module options (validates the token and the ref first)."""
     validate_ref(params["project_ref"])
+    return api_from_connection(params)
+
+
+def api_from_connection(params):
+    """A ManagementAPI from the connection options (token, api_url, timeout)."""
     return ManagementAPI(params["token"], base_url=params.get("api_url"), timeout=params.get("timeout") or 30)
 
 

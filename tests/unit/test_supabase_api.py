@@ -290,7 +290,7 @@ class Recorder:
                 self.end_headers()
                 self.wfile.write(body)
 
-            do_GET = do_POST = _handle
+            do_GET = do_POST = do_DELETE = _handle
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -330,6 +330,60 @@ def sleeps():
 @pytest.fixture
 def api(recorder, sleeps):
     return sa.ManagementAPI(TOKEN, base_url=recorder.url, timeout=5, max_retries=3, sleep=sleeps.append)
+
+
+class TestProjects:
+    """Creating, finding and deleting projects (restore_mode new_project), on the raw requests."""
+
+    CREATED = {"id": REF, "ref": REF, "name": "drill", "organization_slug": "acme", "status": "COMING_UP"}
+
+    def test_create_sends_the_documented_body_once(self, api, recorder):
+        recorder.answer(201, self.CREATED)
+        created = api.create_project("drill", "acme", "eu-west-1", "pw-1", instance_size="small")
+        assert created["ref"] == REF
+        [request] = recorder.requests
+        assert (request["method"], request["path"]) == ("POST", "/v1/projects")
+        assert json.loads(request["body"]) == {
+            "name": "drill",
+            "organization_slug": "acme",
+            "region": "eu-west-1",
+            "db_pass": "pw-1",
+            "desired_instance_size": "small",
+        }
+
+    def test_a_create_that_may_have_arrived_is_not_sent_again(self, api, recorder):
+        # The POST fails with a 502 after the API made the project: the client lists the projects, finds it, and
+        # takes it instead of creating a second one.
+        recorder.answer(502, {"message": "bad gateway"})
+        recorder.answer(200, [self.CREATED, {**self.CREATED, "name": "other", "ref": "b" * 20}])
+        created = api.create_project("drill", "acme", "eu-west-1", "pw-1")
+        assert created["ref"] == REF
+        assert [(r["method"], r["path"]) for r in recorder.requests] == [
+            ("POST", "/v1/projects"),
+            ("GET", "/v1/projects"),
+        ]
+
+    def test_a_read_only_token_fails_naming_the_organization_and_that_nothing_was_created(self, api, recorder):
+        recorder.answer(403, {"message": "Missing required scope: projects_write"})
+        with pytest.raises(DRError) as caught:
+            api.create_project("drill", "acme", "eu-west-1", "pw-1")
+        text = str(caught.value)
+        assert "not allowed to create a project" in text and "projects_write" in text
+        assert "organization acme" in caught.value.hint and "nothing was created" in caught.value.hint
+        assert len(recorder.requests) == 1
+
+    def test_delete_is_done_when_the_project_is_gone(self, api, recorder):
+        recorder.answer(200, {"id": REF, "ref": REF, "name": "drill"})
+        recorder.answer(404, {"message": "Project not found"})
+        assert api.delete_project(REF) is True
+        assert api.delete_project(REF) is False
+        assert [(r["method"], r["path"]) for r in recorder.requests] == [("DELETE", f"/v1/projects/{REF}")] * 2
+
+    def test_two_projects_of_one_name_are_refused(self, api, recorder):
+        recorder.answer(200, [self.CREATED, {**self.CREATED, "ref": "b" * 20}])
+        with pytest.raises(DRError) as caught:
+            api.find_project("drill", "acme")
+        assert REF in str(caught.value) and "b" * 20 in str(caught.value)
 
 
 class TestRequestShapes:
@@ -641,17 +695,20 @@ def documented_options(doc):
     """The module's options with its doc fragments' merged in (the module's own win, as in Ansible)."""
     options = {}
     for fragment in doc.get("extends_documentation_fragment") or []:
-        path = Path(__file__).resolve().parents[2] / "plugins" / "doc_fragments" / f"{fragment.rsplit('.', 1)[-1]}.py"
+        # pgdr.supabase.<file> or pgdr.supabase.<file>.<attribute>, as Ansible reads them.
+        file, _, attribute = fragment.removeprefix("pgdr.supabase.").partition(".")
+        path = Path(__file__).resolve().parents[2] / "plugins" / "doc_fragments" / f"{file}.py"
         spec = importlib.util.spec_from_file_location(f"_pgdr_fragment_{fragment}", path)
         loaded = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(loaded)
-        options.update(yaml.safe_load(loaded.ModuleDocFragment.DOCUMENTATION)["options"])
+        text = getattr(loaded.ModuleDocFragment, (attribute or "documentation").upper())
+        options.update(yaml.safe_load(text)["options"])
     options.update(doc.get("options") or {})
     return options
 
 
 class TestModules:
-    @pytest.mark.parametrize("name", MODULES)
+    @pytest.mark.parametrize("name", [*MODULES, "pgdr.supabase.supabase_project"])
     def test_documentation_matches_the_argument_spec(self, name):
         module = load_module(name)
         doc = yaml.safe_load(module.DOCUMENTATION)
