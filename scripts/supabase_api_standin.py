@@ -42,6 +42,8 @@ import string
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -663,6 +665,20 @@ class Server:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def call(base_url, method, path, body=None, token=DEFAULT_TOKEN, timeout=60):
+    """One raw request to a stand-in (API or /_standin/ control): (HTTP status, JSON body or None). For tests."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    request = urllib.request.Request(base_url + path, data=data, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our loopback endpoint
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        return exc.code, json.loads(raw) if raw else None
 
 
 def main(argv=None):

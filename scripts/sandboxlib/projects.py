@@ -142,7 +142,11 @@ class Provisioner:
         base = Path(self.sandbox["pg_root"]) / "projects" / ref
         install_dir(base.parent, "root", "755")
         install_dir(base, "postgres", "700")
-        address = claim_address(base, self.db_port)
+        try:
+            address = claim_address(base, self.db_port)
+        except SandboxError:
+            shutil.rmtree(base, ignore_errors=True)
+            raise
         return {
             "host": address,
             "port": self.db_port,
