@@ -62,6 +62,28 @@ def open_session(target: dict, login: str) -> psycopg.Connection:
     return conn
 
 
+def hold(sessions: dict, targets: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """One round: open the sessions that are missing (or were lost), check each with `select 1`; returns
+    {target: {login: "connected" | "down: <reason>"}}. `sessions` maps (target, login) to its connection."""
+    status: dict[str, dict[str, str]] = {}
+    for name, target in targets.items():
+        for login in PLATFORM_LOGINS:
+            key = (name, login)
+            conn = sessions.get(key)
+            try:
+                if conn is None or conn.closed:
+                    conn = sessions[key] = open_session(target, login)
+                conn.execute("select 1")
+                status.setdefault(name, {})[login] = "connected"
+            except psycopg.Error as exc:
+                sessions.pop(key, None)
+                if conn is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.close()
+                status.setdefault(name, {})[login] = f"down: {str(exc).strip().splitlines()[0][:200]}"
+    return status
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--state", required=True, type=Path)
@@ -78,22 +100,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     sessions: dict[tuple[str, str], psycopg.Connection] = {}
     while not stopping:
-        status: dict[str, dict[str, str]] = {}
-        for name in TARGETS:
-            for login in PLATFORM_LOGINS:
-                key = (name, login)
-                conn = sessions.get(key)
-                try:
-                    if conn is None or conn.closed:
-                        conn = sessions[key] = open_session(state[name], login)
-                    conn.execute("select 1")
-                    status.setdefault(name, {})[login] = "connected"
-                except psycopg.Error as exc:
-                    sessions.pop(key, None)
-                    if conn is not None:
-                        with contextlib.suppress(psycopg.Error):
-                            conn.close()
-                    status.setdefault(name, {})[login] = f"down: {str(exc).strip().splitlines()[0][:200]}"
+        status = hold(sessions, {name: state[name] for name in TARGETS})
         write_status(args.status, status)
         time.sleep(CHECK_EVERY)
     for conn in sessions.values():

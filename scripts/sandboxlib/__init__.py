@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import app, extras, pg, pitr, s3, tls
+from . import app, extras, pg, pitr, projects, s3, tls
 from .common import SandboxError, say
 from .state import (
     TARGETS,
@@ -130,7 +130,9 @@ def down(root: str | os.PathLike | None = None) -> None:
         extras.stop_sessions(state)
         for name in TARGETS:
             pg.stop(name, state[name])
+        # The stand-in first (it holds sessions on its projects and could be provisioning), then its projects.
         extras.stop_api(state)
+        projects.stop_all(state)
         s3.stop(state)
 
 
@@ -143,6 +145,8 @@ def status(root: str | os.PathLike | None = None) -> dict:
     if "supabase_api" in state:
         state["supabase_api"]["up"] = extras.api_pid(state) is not None and extras.api_answers(state)
     state["platform_sessions"] = {"up": extras.sessions_pid(state) is not None and extras.sessions_connected(state)}
+    # Projects created through the stand-in (POST /v1/projects), each a PostgreSQL server of its own.
+    state["projects"] = projects.summary(state)
     return state
 
 
@@ -172,6 +176,7 @@ def destroy(root: str | os.PathLike | None = None) -> None:
     if state_file(root).exists():
         state = load_state(root)
         down(root)
+        projects.release_all(state)
         pg_roots.add(Path(state["pg_root"]))
     for path in pg_roots:
         if path.exists() and not path.is_relative_to(root):

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from .common import PG_BIN, SandboxError, pid_alive, run, say, tail
+from .projects import DEFAULT_DB_PORT
 from .state import PLATFORM_LOGINS, PORT_RANGE, REPO, TARGETS, port_free
 
 READY_TIMEOUT = 15
@@ -157,13 +158,41 @@ def api_answers(state: dict) -> bool:
     return True
 
 
+def _api_argv(state: dict) -> list[str]:
+    api = state["supabase_api"]
+    script = REPO / "scripts" / "supabase_api_standin.py"
+    # --sandbox: a project created through the API is a real PostgreSQL server (sandboxlib/projects.py).
+    return [
+        sys.executable,
+        str(script),
+        "--port",
+        str(api["port"]),
+        "--state",
+        api["state_file"],
+        "--sandbox",
+        state["dir"],
+        "--db-port",
+        str(api.get("db_port", DEFAULT_DB_PORT)),
+    ]
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except OSError:
+        return []
+
+
 def start_api(state: dict) -> None:
     api = _api(state)
-    if api_pid(state):
+    argv = _api_argv(state)
+    pid = api_pid(state)
+    if pid and _cmdline(pid) == argv:
         say(f"supabase api stand-in: already running on {api['url']}")
         return
-    script = REPO / "scripts" / "supabase_api_standin.py"
-    argv = [sys.executable, str(script), "--port", str(api["port"]), "--state", api["state_file"]]
+    if pid:
+        # Started by an older scripts/sandbox with other options (e.g. without --sandbox): start it again.
+        _stop("supabase api stand-in (other options)", api)
     _start("Management API stand-in", argv, api, lambda: api_answers(state))
     say(f"supabase api stand-in: started on {api['url']}")
 

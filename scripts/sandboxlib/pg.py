@@ -18,7 +18,7 @@ MAX_SOCKET_PATH = 107
 
 SETTINGS = """
 # --- pgdr sandbox settings ---
-listen_addresses = '127.0.0.1'
+listen_addresses = '{host}'
 port = {port}
 unix_socket_directories = '{socket_dir}'
 ssl = on
@@ -117,7 +117,7 @@ def ensure_cluster(name: str, target: dict, tls: dict) -> bool:
         finally:
             pwfile.unlink(missing_ok=True)
         with open(data / "postgresql.conf", "a") as conf:
-            conf.write(SETTINGS.format(port=target["port"], socket_dir=target["socket_dir"]))
+            conf.write(SETTINGS.format(host=target["host"], port=target["port"], socket_dir=target["socket_dir"]))
         for source, dest, mode in ((tls["cert_file"], "server.crt", 0o644), (tls["key_file"], "server.key", 0o600)):
             shutil.copyfile(source, data / dest)
             shutil.chown(data / dest, "postgres", "postgres")
@@ -132,7 +132,7 @@ def start(name: str, target: dict) -> None:
     if _running(target):
         say(f"postgres {name}: already running on {where}")
         return
-    check_ports_free(f"postgres {name}", [target["port"]])
+    check_ports_free(f"postgres {name}", [target["port"]], target["host"])
     with timed(f"postgres {name}") as info:
         proc = _pg_ctl(
             target,

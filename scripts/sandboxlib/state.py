@@ -90,8 +90,8 @@ def locked(root: Path) -> Iterator[None]:
         yield
 
 
-def port_free(port: int) -> bool:
-    """Bind test on the loopback address.
+def port_free(port: int, host: str = HOST) -> bool:
+    """Bind test on a loopback address (127.0.0.1 unless told).
 
     With SO_REUSEADDR, as the servers themselves bind: connections in TIME_WAIT left by a stopped server
     do not make its port look busy, while a listener still does.
@@ -99,18 +99,18 @@ def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((HOST, port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def check_ports_free(service: str, ports: list[int]) -> None:
+def check_ports_free(service: str, ports: list[int], host: str = HOST) -> None:
     """Fail with a clear message when a port kept in the state was taken by something else meanwhile."""
-    busy = [port for port in ports if not port_free(port)]
+    busy = [port for port in ports if not port_free(port, host)]
     if busy:
         raise SandboxError(
-            f"{service}: port(s) {', '.join(map(str, busy))} on {HOST} are in use by another program; "
+            f"{service}: port(s) {', '.join(map(str, busy))} on {host} are in use by another program; "
             "stop it, or destroy this sandbox and create it again (new ports)"
         )
 

@@ -6,7 +6,10 @@ Uses the session fixtures `sandbox` (the status dict after `sandboxlib.up`) and 
 from __future__ import annotations
 
 import json
+import secrets
+import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,8 +21,12 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 
+import supabase_api_standin as standin  # noqa: E402
+
 import sandboxlib  # noqa: E402
-from sandboxlib import app, s3  # noqa: E402
+from sandboxlib import app, pg, projects, s3  # noqa: E402
+from sandboxlib.common import pid_alive  # noqa: E402
+from sandboxlib.state import PLATFORM_LOGINS  # noqa: E402
 
 # Every test needs the sandbox up, whether or not it reads its status.
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("sandbox")]
@@ -276,3 +283,197 @@ def test_seed_adds_rows(sandbox_dir):
     after = sandboxlib.psql(sandbox_dir, "production", "SELECT count(*) FROM public.events")[0][0]
     assert result["rows"] == 1000
     assert after - before == 1000
+
+
+# -- projects created through the Management API stand-in (POST /v1/projects), each a PostgreSQL server ----------
+
+SERVICES = "auth,db,pooler,realtime,rest,storage"
+FAST = {"coming_up": 0.3, "services": 0.3}
+
+
+def create_project(url, db_pass, name="pgdr test target"):
+    body = {"name": name, "db_pass": db_pass, "organization_slug": "pgdr-sandbox", "region": "eu-central-1"}
+    status, created = standin.call(url, "POST", "/v1/projects", body)
+    assert status == 201, created
+    return created["ref"]
+
+
+def phase(url, ref):
+    _, project = standin.call(url, "GET", f"/v1/projects/{ref}")
+    _, health = standin.call(url, "GET", f"/v1/projects/{ref}/health?services={SERVICES}")
+    return project["status"], tuple(sorted({h["status"] for h in health}))
+
+
+def wait_healthy(url, ref, timeout=120):
+    """Seconds until the project is ACTIVE_HEALTHY with every service healthy."""
+    start = time.monotonic()
+    while (now := phase(url, ref)) != ("ACTIVE_HEALTHY", ("ACTIVE_HEALTHY",)):
+        assert now[0] in ("COMING_UP", "ACTIVE_HEALTHY"), f"project {ref} is {now}: {project_record(url, ref)}"
+        assert time.monotonic() - start < timeout, f"project {ref} still {now} after {timeout} s"
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def project_record(url, ref):
+    return standin.call(url, "GET", "/_standin/state")[1]["projects"].get(ref)
+
+
+def wait_provisioned(url, ref, timeout=120):
+    start = time.monotonic()
+    while (project_record(url, ref)["provision"]["state"]) == "provisioning":
+        assert time.monotonic() - start < timeout, f"project {ref} still provisioning after {timeout} s"
+        time.sleep(0.1)
+    return project_record(url, ref)
+
+
+def login(host, db_pass, ca_file, **kw):
+    return psycopg.connect(
+        host=host,
+        port=5432,
+        dbname="postgres",
+        user="postgres",
+        password=db_pass,
+        sslmode="verify-full",
+        sslrootcert=ca_file,
+        connect_timeout=5,
+        **kw,
+    )
+
+
+def postmaster_pid(cluster):
+    return int(Path(cluster["data_dir"], "postmaster.pid").read_text().split()[0])
+
+
+def assert_removed(cluster, pid):
+    assert not pid_alive(pid), f"postmaster {pid} still runs"
+    assert not Path(cluster["base_dir"]).exists()
+    assert not (projects.CLAIMS_DIR / cluster["host"]).exists()
+
+
+@pytest.fixture
+def own_standin(sandbox_dir, tmp_path):
+    """A stand-in of the test's own (in-process, its own state file) provisioning into the sandbox, with short
+    timings; the projects a test leaves are deleted with their servers."""
+    srv = standin.Server(port=0, state_file=tmp_path / "api.json", sandbox=sandbox_dir).start()
+    standin.call(srv.url, "POST", "/_standin/switches", {"timings": FAST})
+    yield srv
+    for ref, project in list(srv.standin.state["projects"].items()):
+        if project.get("cluster"):
+            standin.call(srv.url, "DELETE", f"/v1/projects/{ref}")
+    srv.stop()
+
+
+def test_a_created_project_is_a_hosted_like_server_at_its_host_and_delete_removes_it(sandbox, sandbox_dir):
+    url = sandbox["supabase_api"]["url"]
+    db_pass = "pw-" + secrets.token_urlsafe(12)
+    ref = create_project(url, db_pass)
+    try:
+        seconds = wait_healthy(url, ref)
+        print(f"project {ref}: POST to ACTIVE_HEALTHY with healthy services in {seconds:.1f} s")
+        record = project_record(url, ref)
+        cluster = record["cluster"]
+        _, project = standin.call(url, "GET", f"/v1/projects/{ref}")
+        host = project["database"]["host"]
+        assert host == cluster["host"] and host.startswith("127.") and host != "127.0.0.1"
+        ca_file = sandbox["tls"]["ca_file"]
+        with login(host, db_pass, ca_file, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+            assert row == (False, True, True, True)
+            assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+            owners = dict(
+                conn.execute(
+                    "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname IN ('auth', 'storage')"
+                ).fetchall()
+            )
+            assert owners == {"auth": "supabase_auth_admin", "storage": "supabase_storage_admin"}
+            superusers = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolsuper")}
+            assert superusers == {"supabase_admin"}
+            assert conn.execute("SELECT extowner::regrole::text FROM pg_extension WHERE extname = 'pg_cron'").fetchone()
+            assert conn.execute("SELECT count(*) FROM cron.job").fetchone() == (0,)
+            held = {r[0] for r in conn.execute("SELECT usename FROM pg_stat_activity WHERE datname = 'postgres'")}
+            assert held >= set(PLATFORM_LOGINS)
+        # The platform services' sessions hold postgres, as on a hosted project: not even the platform can copy it.
+        in_use = pytest.raises(psycopg.errors.ObjectInUse, match="being accessed by other users")
+        with pg.connect(cluster, autocommit=True) as admin, in_use:
+            admin.execute("CREATE DATABASE pgdr_probe TEMPLATE postgres")
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            login(host, "not-the-db-pass", ca_file).close()
+        listed = {p["ref"]: p for p in sandboxlib.status(sandbox_dir)["projects"]}
+        assert listed[ref]["up"] is True and listed[ref]["host"] == host
+        state_file = Path(sandbox["supabase_api"]["state_file"])
+        assert state_file.stat().st_mode & 0o777 == 0o600
+        assert db_pass not in state_file.read_text()
+        pid = postmaster_pid(cluster)
+    finally:
+        status, deleted = standin.call(url, "DELETE", f"/v1/projects/{ref}")
+    assert status == 200 and deleted["ref"] == ref
+    assert_removed(cluster, pid)
+    assert standin.call(url, "GET", f"/v1/projects/{ref}")[0] == 404
+    assert ref not in {p["ref"] for p in sandboxlib.status(sandbox_dir)["projects"]}
+
+
+def test_a_project_that_never_becomes_healthy_is_a_server_that_delete_removes(own_standin, sandbox):
+    url = own_standin.url
+    standin.call(url, "POST", "/_standin/switches", {"hang_create": True})
+    ref = create_project(url, "pw-hang")
+    cluster = wait_provisioned(url, ref)["cluster"]
+    time.sleep(sum(FAST.values()) + 0.2)
+    assert phase(url, ref) == ("COMING_UP", ("COMING_UP",))
+    with login(cluster["host"], "pw-hang", sandbox["tls"]["ca_file"]) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    pid = postmaster_pid(cluster)
+    assert standin.call(url, "DELETE", f"/v1/projects/{ref}")[0] == 200
+    assert_removed(cluster, pid)
+
+
+def test_delete_during_provisioning_waits_for_it_and_removes_the_server(own_standin):
+    url = own_standin.url
+    ref = create_project(url, "pw-early")
+    cluster = project_record(url, ref)["cluster"]
+    status, deleted = standin.call(url, "DELETE", f"/v1/projects/{ref}")
+    assert status == 200 and deleted["ref"] == ref
+    assert not Path(cluster["base_dir"]).exists()
+    assert not (projects.CLAIMS_DIR / cluster["host"]).exists()
+    assert not pg.is_up(cluster)
+
+
+def test_a_restart_after_down_starts_the_project_server_again(sandbox_dir, sandbox, tmp_path):
+    state_file = tmp_path / "api.json"
+    srv = standin.Server(port=0, state_file=state_file, sandbox=sandbox_dir).start()
+    ref = None
+    try:
+        standin.call(srv.url, "POST", "/_standin/switches", {"timings": FAST})
+        ref = create_project(srv.url, "pw-restart")
+        wait_healthy(srv.url, ref)
+        cluster = project_record(srv.url, ref)["cluster"]
+        srv.stop()
+        # What `scripts/sandbox down` does after stopping the stand-in.
+        projects.stop_all({"supabase_api": {"state_file": str(state_file)}})
+        assert not pg.is_up(cluster)
+        srv = standin.Server(port=0, state_file=state_file, sandbox=sandbox_dir).start()
+        assert pg.is_up(cluster)
+        assert wait_healthy(srv.url, ref) < 5
+        with login(cluster["host"], "pw-restart", sandbox["tls"]["ca_file"]) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("postgres",)
+    finally:
+        if ref:
+            standin.call(srv.url, "DELETE", f"/v1/projects/{ref}")
+        srv.stop()
+
+
+def test_a_project_that_cannot_get_an_address_ends_init_failed_and_leaves_nothing(sandbox_dir, sandbox, tmp_path):
+    with socket.socket() as busy:
+        # Something on every address's port: no loopback address can serve it.
+        busy.bind(("0.0.0.0", 0))  # noqa: S104 - the point of the test
+        busy.listen()
+        port = busy.getsockname()[1]
+        with standin.Server(port=0, state_file=tmp_path / "api.json", sandbox=sandbox_dir, db_port=port) as srv:
+            ref = create_project(srv.url, "pw-none")
+            assert phase(srv.url, ref) == ("INIT_FAILED", ("UNHEALTHY",))
+            record = project_record(srv.url, ref)
+            assert f"no free loopback address for port {port}" in record["provision"]["error"]
+            assert "cluster" not in record
+            assert not (Path(sandbox["pg_root"]) / "projects" / ref).exists()
+            assert standin.call(srv.url, "DELETE", f"/v1/projects/{ref}")[0] == 200

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +28,20 @@ REF = standin.DEFAULT_PITR_REF
 NOPITR = standin.DEFAULT_NOPITR_REF
 FAST = {"restoring": 0.6, "coming_up": 0.3, "services": 0.3}
 # Documented shapes: the stand-in must answer with these keys.
-PROJECT_KEYS = {"ref", "name", "region", "organization_slug", "created_at", "status", "database"}
+PROJECT_KEYS = {
+    "id",
+    "ref",
+    "organization_id",
+    "organization_slug",
+    "name",
+    "region",
+    "created_at",
+    "status",
+    "database",
+}
+CREATED_KEYS = {"id", "ref", "organization_id", "organization_slug", "name", "region", "created_at", "status"}
+SERVICES = "auth,db,pooler,realtime,rest,storage"
+CREATE = {"name": "pgdr restore target", "db_pass": "a-db-pass-of-the-test", "organization_slug": "pgdr-sandbox"}
 DATABASE_KEYS = {"host", "version", "postgres_engine", "release_channel"}
 BACKUPS_KEYS = {"region", "walg_enabled", "pitr_enabled", "backups", "physical_backup_data"}
 POOLER_KEYS = {"db_host", "db_port", "db_user", "db_name", "connection_string", "pool_mode", "database_type"}
@@ -46,6 +61,22 @@ def control(srv, name, body=None):
     request = urllib.request.Request(url, data=data, method="POST" if data else "GET")  # noqa: S310 - loopback http
     with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback http
         return json.loads(response.read())
+
+
+def call(srv, method, path, body=None, token=TOKEN):
+    """One raw API request: (status, JSON body or None)."""
+    return standin.call(srv.url, method, path, body, token=token)
+
+
+def create(srv, token=TOKEN, **body):
+    return call(srv, "POST", "/v1/projects", {**CREATE, "region": "eu-central-1", **body}, token=token)
+
+
+def phase(srv, ref):
+    """(project status, the services' statuses) as the API shows them now."""
+    _, project = call(srv, "GET", f"/v1/projects/{ref}")
+    _, health = call(srv, "GET", f"/v1/projects/{ref}/health?services={SERVICES}")
+    return project["status"], tuple(sorted({h["status"] for h in health}))
 
 
 def restores(srv, ref=REF):
@@ -192,6 +223,157 @@ class TestErrors:
     def test_unknown_ref_is_404(self, api):
         with pytest.raises(DRError, match="unknown project ref zzzzzzzzzzzzzzzzzzzz"):
             api.project("zzzzzzzzzzzzzzzzzzzz")
+
+
+class TestCreateProject:
+    """POST /v1/projects, the statuses a new project goes through, DELETE; without a sandbox a project has no
+    database (tests/integration/test_sandbox.py creates real ones)."""
+
+    def test_create_answers_201_with_the_documented_shape_and_the_project_is_listed(self, server):
+        status, created = create(server)
+        assert status == 201
+        assert set(created) == CREATED_KEYS
+        assert re.fullmatch(r"[a-z]{20}", created["ref"]) and created["id"] == created["ref"]
+        assert created["status"] == "COMING_UP"
+        assert (created["organization_slug"], created["organization_id"]) == ("pgdr-sandbox", "pgdr-sandbox")
+        _, project = call(server, "GET", f"/v1/projects/{created['ref']}")
+        assert set(project) == PROJECT_KEYS and set(project["database"]) == DATABASE_KEYS
+        assert project["database"]["host"] == f"db.{created['ref']}.supabase.co"
+        assert project["status"] in sa.PROJECT_STATUSES
+        _, listed = call(server, "GET", "/v1/projects")
+        assert created["ref"] in {p["ref"] for p in listed}
+        assert all(set(p) == PROJECT_KEYS for p in listed)
+
+    def test_status_then_services_come_up_in_order(self, server, api):
+        _, created = create(server)
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (not seen or seen[-1] != ("ACTIVE_HEALTHY", ("ACTIVE_HEALTHY",))):
+            now = phase(server, created["ref"])
+            if not seen or seen[-1] != now:
+                seen.append(now)
+            time.sleep(0.02)
+        assert seen == [
+            ("COMING_UP", ("COMING_UP",)),
+            ("ACTIVE_HEALTHY", ("COMING_UP",)),
+            ("ACTIVE_HEALTHY", ("ACTIVE_HEALTHY",)),
+        ]
+        # What the runbooks' waiter makes of it.
+        assert api.wait_for(created["ref"], timeout=5, poll_interval=0.05)["status"] == "ACTIVE_HEALTHY"
+
+    def test_the_new_project_has_api_keys_of_its_own(self, server, api):
+        _, created = create(server)
+        keys = api.api_keys(created["ref"], reveal=True)
+        assert {k["name"] for k in keys} >= {"anon", "service_role"}
+        assert all(created["ref"][:8] in k["api_key"] for k in keys)
+        assert keys != api.api_keys(REF, reveal=True)
+
+    @pytest.mark.parametrize(
+        ("change", "named"),
+        [
+            ({"name": None}, "name"),
+            ({"db_pass": None}, "db_pass"),
+            ({"db_pass": ""}, "db_pass"),
+            ({"region": None}, "region"),
+            ({"organization_slug": None}, "organization_slug"),
+        ],
+    )
+    def test_a_missing_field_is_a_400_naming_it_and_creates_nothing(self, server, change, named):
+        body = {k: v for k, v in {**CREATE, "region": "eu-central-1", **change}.items() if v is not None}
+        status, answer = call(server, "POST", "/v1/projects", body)
+        assert status == 400
+        assert named in answer["message"]
+        assert set(control(server, "state")["projects"]) == {REF, NOPITR}
+
+    def test_an_unknown_organization_is_a_404(self, server):
+        status, answer = create(server, organization_slug="no-such-org")
+        assert status == 404
+        assert "no-such-org" in answer["message"]
+        assert set(control(server, "state")["projects"]) == {REF, NOPITR}
+
+    def test_the_organization_may_be_named_by_id_and_is_listed(self, server):
+        _, orgs = call(server, "GET", "/v1/organizations")
+        assert orgs == [{"id": "pgdr-sandbox", "slug": "pgdr-sandbox", "name": "pgdr sandbox"}]
+        body = {**CREATE, "region": "eu-central-1", "organization_id": "pgdr-sandbox"}
+        del body["organization_slug"]
+        assert call(server, "POST", "/v1/projects", body)[0] == 201
+
+    def test_a_read_only_token_may_read_but_not_create_delete_or_restore(self, server, api):
+        reader = "sbp_" + "0123456789" * 4
+        control(server, "tokens", {"token": reader, "scopes": ["read"]})
+        status, answer = create(server, token=reader)
+        assert status == 403
+        assert "scope" in answer["message"]
+        assert call(server, "DELETE", f"/v1/projects/{NOPITR}", token=reader)[0] == 403
+        restore = {"recovery_time_target_unix": in_window(api)}
+        assert (
+            call(server, "POST", f"/v1/projects/{REF}/database/backups/restore-pitr", restore, token=reader)[0] == 403
+        )
+        assert set(control(server, "state")["projects"]) == {REF, NOPITR}
+        assert restores(server) == []
+        # Reads work, through the runbooks' client too; the default token still may write.
+        assert call(server, "GET", "/v1/projects", token=reader)[0] == 200
+        assert sa.ManagementAPI(reader, base_url=server.url).project(REF)["ref"] == REF
+        with pytest.raises(DRError, match="HTTP 403"):
+            sa.ManagementAPI(reader, base_url=server.url, backoff=0.01).restore_pitr(REF, in_window(api))
+        assert create(server)[0] == 201
+
+    def test_delete_answers_the_project_and_then_it_is_gone(self, server):
+        _, created = create(server)
+        status, deleted = call(server, "DELETE", f"/v1/projects/{created['ref']}")
+        assert status == 200
+        assert set(deleted) == {"id", "ref", "name"} and isinstance(deleted["id"], int)
+        assert (deleted["ref"], deleted["name"]) == (created["ref"], CREATE["name"])
+        assert call(server, "GET", f"/v1/projects/{created['ref']}")[0] == 404
+        assert call(server, "GET", f"/v1/projects/{created['ref']}/api-keys")[0] == 404
+        assert created["ref"] not in {p["ref"] for p in call(server, "GET", "/v1/projects")[1]}
+        assert call(server, "DELETE", f"/v1/projects/{created['ref']}")[0] == 404
+
+    def test_hang_create_keeps_a_project_coming_up_and_it_can_still_be_deleted(self, server, api):
+        control(server, "switches", {"hang_create": True})
+        _, created = create(server)
+        time.sleep(sum(FAST.values()) + 0.3)
+        assert phase(server, created["ref"]) == ("COMING_UP", ("COMING_UP",))
+        with pytest.raises(DRError, match="COMING_UP"):
+            api.wait_for(created["ref"], timeout=0.5, poll_interval=0.1)
+        assert call(server, "DELETE", f"/v1/projects/{created['ref']}")[0] == 200
+
+    def test_a_failed_provisioning_is_init_failed_with_unhealthy_services(self, server, api):
+        control(server, "switches", {"fail_create": True})
+        _, created = create(server)
+        assert created["status"] == "COMING_UP"
+        _, project = call(server, "GET", f"/v1/projects/{created['ref']}")
+        assert project["status"] == "INIT_FAILED"
+        _, health = call(server, "GET", f"/v1/projects/{created['ref']}/health?services=db,rest")
+        assert {h["status"] for h in health} == {"UNHEALTHY"} and all(h["error"] for h in health)
+        with pytest.raises(DRError, match="INIT_FAILED"):
+            api.wait_for(created["ref"], timeout=2, poll_interval=0.05)
+
+    def test_requests_are_logged_and_the_password_is_written_nowhere(self, server, tmp_path):
+        _, created = create(server)
+        call(server, "DELETE", f"/v1/projects/{created['ref']}")
+        logged = control(server, "requests")
+        assert [(r["method"], r["path"]) for r in logged] == [
+            ("POST", "/v1/projects"),
+            ("DELETE", f"/v1/projects/{created['ref']}"),
+        ]
+        state_file = tmp_path / "supabase-api.json"
+        assert os.stat(state_file).st_mode & 0o777 == 0o600
+        assert CREATE["db_pass"] not in state_file.read_text()
+        assert CREATE["db_pass"] not in json.dumps(control(server, "state"))
+
+    def test_a_restart_keeps_the_projects_and_an_interrupted_provisioning_ends_init_failed(self, server, tmp_path):
+        _, ready = create(server)
+        _, cut_short = create(server)
+        state_file = tmp_path / "supabase-api.json"
+        saved = json.loads(state_file.read_text())
+        # As if the stand-in had stopped while the second project was being provisioned.
+        saved["projects"][cut_short["ref"]]["provision"]["state"] = "provisioning"
+        state_file.write_text(json.dumps(saved))
+        again = standin.StandIn(state_file=state_file)
+        assert again.project_body(again.state["projects"][ready["ref"]])["ref"] == ready["ref"]
+        assert again.project_body(again.state["projects"][cut_short["ref"]])["status"] == "INIT_FAILED"
+        assert "interrupted" in again.state["projects"][cut_short["ref"]]["provision"]["error"]
 
 
 # -- the modules against the stand-in ---------------------------------------------------------------------------

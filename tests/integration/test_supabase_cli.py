@@ -67,18 +67,25 @@ def api(server):
 def run_cli(cli, tmp_path):
     """Run the CLI with its own HOME, the stand-in's token, no telemetry; returns stdout (stderr on failure)."""
 
-    def run(*args, profile=None, cwd=None, check=True):
+    def run(*args, profile=None, cwd=None, check=True, token=standin.DEFAULT_TOKEN):
         env = {
             "PATH": os.environ["PATH"],
             "HOME": str(tmp_path / "home"),
-            "SUPABASE_ACCESS_TOKEN": standin.DEFAULT_TOKEN,
+            "SUPABASE_ACCESS_TOKEN": token,
             "DO_NOT_TRACK": "1",
             "SUPABASE_TELEMETRY_DISABLED": "1",
         }
         argv = [cli, *args] + (["--profile", str(profile)] if profile else [])
-        # cwd: the CLI writes supabase/.temp/ where it runs, so never in the checkout.
+        # cwd: the CLI writes supabase/.temp/ where it runs, so never in the checkout. No stdin: never a prompt.
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=120, env=env, cwd=cwd or tmp_path, check=False
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            cwd=cwd or tmp_path,
+            check=False,
+            stdin=subprocess.DEVNULL,
         )
         if check and done.returncode != 0:
             pytest.fail(f"supabase {' '.join(args[:2])} failed ({done.returncode}): {done.stderr[-800:]}")
@@ -151,6 +158,71 @@ def test_the_api_keys_the_cli_lists_are_the_ones_the_repoint_reads(run_cli, prof
 def test_the_cli_lists_the_projects_the_token_sees(run_cli, profile):
     listed = json.loads(run_cli("projects", "list", "-o", "json", profile=profile).stdout)
     assert {p["ref"] for p in listed} == {standin.DEFAULT_PITR_REF, standin.DEFAULT_NOPITR_REF}
+
+
+def test_the_cli_lists_the_organization_projects_are_created_in(run_cli, profile):
+    listed = json.loads(run_cli("orgs", "list", "-o", "json", profile=profile).stdout)
+    assert [(o["id"], o["slug"]) for o in listed] == [("pgdr-sandbox", "pgdr-sandbox")]
+
+
+def test_the_cli_creates_lists_reads_the_keys_of_and_deletes_a_project(run_cli, profile, api, server):
+    create = ["projects", "create", "pgdr-cli-target", "--org-id", "pgdr-sandbox", "--region", "eu-central-1"]
+    created = json.loads(run_cli(*create, "--db-password", "a-cli-db-pass", "-o", "json", profile=profile).stdout)
+    ref = created["ref"]
+    assert re.fullmatch(r"[a-z]{20}", ref) and created["id"] == ref
+    assert created["status"] == "COMING_UP" and created["organization_slug"] == "pgdr-sandbox"
+    # What the CLI sent is what the runbooks' module sends.
+    assert ("POST", "/v1/projects") in [(r["method"], r["path"]) for r in server.standin.requests]
+    assert "a-cli-db-pass" not in json.dumps(server.standin.state)
+    listed = {p["ref"]: p for p in json.loads(run_cli("projects", "list", "-o", "json", profile=profile).stdout)}
+    assert listed[ref]["name"] == "pgdr-cli-target"
+    assert api.wait_for(ref, timeout=10, poll_interval=0.05)["status"] == "ACTIVE_HEALTHY"
+    keys = json.loads(run_cli("projects", "api-keys", "--project-ref", ref, "-o", "json", profile=profile).stdout)
+    ours = api.api_keys(ref, reveal=True)
+    assert [(k["name"], k["type"]) for k in keys] == [(k["name"], k["type"]) for k in ours]
+    assert {k["api_key"] for k in keys if k["type"] == "legacy"} == {
+        k["api_key"] for k in ours if k["type"] == "legacy"
+    }
+    done = run_cli("projects", "delete", ref, "--yes", profile=profile)
+    assert "Deleted project: pgdr-cli-target" in done.stdout
+    assert ref not in {p["ref"] for p in json.loads(run_cli("projects", "list", "-o", "json", profile=profile).stdout)}
+    gone = run_cli("projects", "delete", ref, "--yes", profile=profile, check=False)
+    assert gone.returncode != 0 and "does not exist" in gone.stderr
+
+
+def test_the_cli_is_refused_a_project_for_a_read_only_token_or_an_unknown_organization(run_cli, profile, server):
+    reader = "sbp_" + "0123456789" * 4
+    with server.standin.lock:
+        server.standin.state["tokens"].append(reader)
+        server.standin.state["token_scopes"][reader] = ["read"]
+    create = ["projects", "create", "pgdr-cli-target", "--db-password", "pw", "--region", "eu-central-1"]
+    refused = run_cli(*create, "--org-id", "pgdr-sandbox", profile=profile, check=False, token=reader)
+    assert refused.returncode != 0 and "required scope" in refused.stderr
+    unknown = run_cli(*create, "--org-id", "no-such-org", profile=profile, check=False)
+    assert unknown.returncode != 0 and "no-such-org not found" in unknown.stderr
+    assert set(server.standin.state["projects"]) == {standin.DEFAULT_PITR_REF, standin.DEFAULT_NOPITR_REF}
+
+
+def test_a_project_the_cli_creates_on_the_sandbox_is_a_server_its_db_password_logs_into(run_cli, sandbox, tmp_path):
+    url = sandbox["supabase_api"]["url"]
+    profile = tmp_path / "sandbox-profile.yaml"
+    profile.write_text(
+        f"name: pgdr-sandbox\napi_url: {url}\ndashboard_url: {url}/dashboard\nproject_host: supabase.co\n"
+    )
+    create = ["projects", "create", "pgdr-cli-real", "--org-id", "pgdr-sandbox", "--region", "eu-central-1"]
+    ref = json.loads(run_cli(*create, "--db-password", "cli-real-pass", "-o", "json", profile=profile).stdout)["ref"]
+    try:
+        api = sa.ManagementAPI(standin.DEFAULT_TOKEN, base_url=url, timeout=10)
+        api.wait_for(ref, timeout=120, poll_interval=0.2)
+        host = api.project(ref)["database"]["host"]
+        with psycopg.connect(
+            host=host, port=5432, dbname="postgres", user="postgres", password="cli-real-pass", sslmode="require"
+        ) as conn:
+            assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+    finally:
+        run_cli("projects", "delete", ref, "--yes", profile=profile)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(host=host, port=5432, dbname="postgres", user="postgres", connect_timeout=3).close()
 
 
 def _migration_table(text):
