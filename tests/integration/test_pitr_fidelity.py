@@ -329,11 +329,16 @@ def test_the_restored_cluster_keeps_no_production_secret_and_has_its_own_passwor
     found = []
     secrets = production_secrets(sandbox, pitr["cipher_pass"])
     files = [p for p in folder.rglob("*") if p.is_file()]
+    read = 0
     for path in files:
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue  # the running cluster removed it since the listing (pg_internal.init, a temp file)
+        read += 1
         found += [f"{what} in {path}" for what, secret in secrets.items() if secret.encode() in data]
     assert not found, found
-    assert len(files) > 500  # the whole cluster was read, not an empty folder
+    assert read > 500  # the whole cluster was read, not an empty folder
     auto = (folder / "data" / "postgresql.auto.conf").read_text()
     assert not [line for line in auto.splitlines() if line.startswith("restore_command")]
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
