@@ -31,6 +31,7 @@ ROLES = (
     "history_report",
     "supabase_backups_info",
     "supabase_pitr",
+    "new_project",
     "pitr_pgbackrest",
     "pitr_restore",
 )
