@@ -6,6 +6,7 @@ after the run; a project that never comes up, and a token that may not create pr
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import psycopg
@@ -13,6 +14,9 @@ import pytest
 import supabase_api_standin as standin
 from oracle import differences
 from test_restore_playbooks import events, restore_vars, take_backup
+
+from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore
+from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 pytestmark = pytest.mark.integration
 
@@ -100,8 +104,11 @@ def test_a_restore_into_a_new_project_equals_production_and_staging_gets_its_url
     details = event["details"]["new_project"]
     assert details["ref"] == ref and details["created"] is True and details["kept"] is True
     assert details["deleted"] is False and details["wait_s"] > 0
-    for key in keys:
-        assert key["api_key"] not in run.stdout
+    # Secrets never reach the output: the keys, and the project's postgres password (the sandbox's vault file).
+    password = (Path(sandbox["dir"]) / "secrets" / "new-project-db-password").read_text().strip()
+    assert password and password in dsn
+    for secret in [password, *(k["api_key"] for k in keys)]:
+        assert secret not in run.stdout
 
     # Again: the project is found by name, the restore is done already, staging's settings are what they are.
     posted, env_before = len(posts(sandbox)), world["env_file"].read_bytes()
@@ -170,3 +177,57 @@ def test_a_token_that_may_not_create_projects_fails_before_anything_is_created(r
     assert READ_ONLY_TOKEN not in run.stdout
     [event] = events(tmp_path)
     assert event["outcome"] == "failed" and "not allowed to create a project" in event["details"]["error"]
+
+
+# -- a project whose postgres lacks a privilege the restore needs --------------------------------------------------
+
+
+@pytest.fixture
+def project_server(sandbox, prefix):
+    """A project of the test's own made through the stand-in (a server of its own, so revoking there touches no
+    other test): {dsn (postgres), admin_dsn (the platform's superuser)}; deleted with its server afterwards."""
+    password = f"pw-{prefix}"
+    body = {"name": f"grants-{prefix}", "db_pass": password, "organization_slug": "pgdr-sandbox", "region": "x"}
+    status, created = api(sandbox, "POST", "/v1/projects", body)
+    assert status == 201, created
+    ref = created["ref"]
+    try:
+        deadline = time.monotonic() + 180
+        while api(sandbox, "GET", f"/v1/projects/{ref}")[1]["status"] != "ACTIVE_HEALTHY":
+            assert time.monotonic() < deadline, api(sandbox, "GET", "/_standin/state")[1]["projects"][ref]
+            time.sleep(0.5)
+        cluster = api(sandbox, "GET", "/_standin/state")[1]["projects"][ref]["cluster"]
+        where = f"{cluster['host']}:{cluster['port']}/postgres?sslmode=require"
+        yield {
+            "dsn": f"postgresql://postgres:{password}@{where}",
+            "admin_dsn": f"postgresql://{cluster['admin_user']}:{cluster['admin_password']}@{where}",
+        }
+    finally:
+        api(sandbox, "DELETE", f"/v1/projects/{ref}")
+
+
+@pytest.mark.parametrize(
+    ("revoke", "names", "hint"),
+    [
+        (
+            "revoke set on parameter session_replication_role from postgres",
+            "may not set session_replication_role",
+            "GRANT SET ON PARAMETER session_replication_role TO <role>",
+        ),
+        ("revoke trigger on auth.users from postgres", "permission denied for table users", "lacks this privilege"),
+    ],
+)
+def test_a_privilege_the_restore_needs_is_named_with_its_object(
+    sandbox, s3_target, prefix, project_server, revoke, names, hint
+):
+    manifest = take_backup(sandbox, s3_target, prefix)
+    with psycopg.connect(project_server["admin_dsn"], autocommit=True) as conn:
+        conn.execute(revoke)
+    request = logical_restore.RestoreRequest(project_server["dsn"], manifest, s3_target, mode="project")
+    with pytest.raises(DRError) as caught:
+        logical_restore.run(request)
+    assert names in caught.value.message
+    assert hint in caught.value.hint
+    if "auth.users" in revoke:
+        # The statement that needed it names the object: the app's trigger on auth.users.
+        assert "on_auth_user_created" in caught.value.message and "auth.users" in caught.value.message
