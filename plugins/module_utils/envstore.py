@@ -40,13 +40,11 @@ import json
 import os
 import re
 import socket
-import stat
 import subprocess
-import tempfile
 import time
 from urllib.parse import urlsplit
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, files
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 
 STORE_TYPES = ("dotenv", "ssm", "secretsmanager", "command")
@@ -325,89 +323,15 @@ def render_dotenv(text, values, remove=()):
     return "".join(out)
 
 
-TEMP_MARK = ".pgdr-"
-LEGACY_TEMP_STALE_S = 600
-_LEGACY_TEMP = re.compile(r"^\.(?P<base>.+)\.[A-Za-z0-9_]{8}\.tmp$")
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temp_files(path):
-    """The temporary copies of path that killed writers left (they hold every value of the file in clear).
-
-    A temporary file is ``.<name>.pgdr-<pid>-<random>.tmp``: stale once that process is gone. Older ones, named by
-    mkstemp alone (``.<name>.<8 characters>.tmp``), count as stale once untouched for LEGACY_TEMP_STALE_S.
-    Returns the paths removed (issue 9.9)."""
-    folder = os.path.dirname(path) or "."
-    base = os.path.basename(path)
-    removed = []
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return removed
-    for name in names:
-        stale = False
-        prefix = f".{base}{TEMP_MARK}"
-        if name.startswith(prefix) and name.endswith(".tmp"):
-            pid = name[len(prefix) :].split("-", 1)[0]
-            stale = pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
-        else:
-            legacy = _LEGACY_TEMP.match(name)
-            if legacy and legacy["base"] == base:
-                try:
-                    stale = time.time() - os.lstat(os.path.join(folder, name)).st_mtime > LEGACY_TEMP_STALE_S
-                except OSError:
-                    stale = False
-        if stale:
-            try:
-                os.unlink(os.path.join(folder, name))
-                removed.append(os.path.join(folder, name))
-            except OSError:
-                pass
-    return removed
-
-
 def atomic_write(path, data, default_mode=0o600, cleaned=None):
-    """Write bytes to path through a temporary file in the same folder and a rename; keep mode and owner.
+    """Write bytes to path in one piece (:func:`files.write_atomic`): flushed to disk, folder synced, mode and
+    owner kept (default_mode for a new file).
 
-    The temporary file is mode 0600 and named after this process, so the next writer removes it when this one was
-    killed before the rename (those it removed are appended to ``cleaned``)."""
-    folder = os.path.dirname(path) or "."
-    stale = remove_stale_temp_files(path)
+    First removes the temporary files writers killed before their rename left (appended to ``cleaned``)."""
+    stale = files.remove_stale_temp_files(path)
     if cleaned is not None:
         cleaned.extend(stale)
-    try:
-        info = os.stat(path)
-        mode, owner = stat.S_IMODE(info.st_mode), (info.st_uid, info.st_gid)
-    except FileNotFoundError:
-        mode, owner = default_mode, None
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}{TEMP_MARK}{os.getpid()}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        if owner and os.geteuid() == 0:
-            os.chown(tmp, *owner)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    files.write_atomic(path, data, default_mode, keep_existing=True, fsync=True, fsync_dir=True)
 
 
 class StoreLock:

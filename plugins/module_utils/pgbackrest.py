@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ansible_collections.pgdr.supabase.plugins.module_utils import files
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 
 PG_USER = "postgres"
@@ -310,21 +311,9 @@ def config_matches(path, text):
 
 
 def write_private_file(path, text):
-    """Write text atomically, mode 600, owned by postgres."""
+    """Write text atomically (:func:`files.write_atomic`), mode 600, owned by postgres."""
     ensure_dir(os.path.dirname(path), 0o700)
-    uid, gid = postgres_ids()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".pgdr-")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o600)
-        if os.geteuid() == 0:
-            os.chown(tmp, uid, gid)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    files.write_atomic(path, text, 0o600, owner=postgres_ids())
 
 
 # ---------------------------------------------------------------------------------------------------------------

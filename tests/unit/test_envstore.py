@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import envstore, promote
+from ansible_collections.pgdr.supabase.plugins.module_utils import envstore, files, promote
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,7 +120,7 @@ class TestDotenvStore:
         def broken_replace(src, dst):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(envstore.os, "replace", broken_replace)
+        monkeypatch.setattr(files.os, "replace", broken_replace)
         with pytest.raises(DRError) as err:
             dotenv(env_file).write({"DATABASE_URL": NEW})
         assert env_file.read_bytes() == ORIGINAL.encode()
@@ -157,7 +157,7 @@ class TestDotenvStore:
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(envstore.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
         with pytest.raises(DRError) as err:
             dotenv(env_file).write({"DATABASE_URL": NEW})
         assert "Permission denied" in str(err.value) and "DATABASE_URL" in str(err.value)
