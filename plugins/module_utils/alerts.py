@@ -33,9 +33,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import files
+from ansible_collections.pgdr.supabase.plugins.module_utils import files, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 
 SINK_TYPES = ("webhook", "healthchecks", "prometheus_textfile")
@@ -125,7 +124,7 @@ def _iso_to_unix(value):
     if not value:
         return None
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        return timefmt.parse(value).timestamp()
     except ValueError:
         return None
 

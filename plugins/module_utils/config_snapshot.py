@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import json
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, envstore
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, envstore, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import error_code
 
@@ -232,7 +232,7 @@ def take(stores, hasher, source, snapshot_id, taken_at=None):
         "kind": "config",
         "snapshot_id": snapshot_id,
         "source": source,
-        "taken_at": taken_at or catalog.isoformat(catalog.utcnow()),
+        "taken_at": taken_at or timefmt.iso(timefmt.utcnow()),
         "hash": hasher.describe(),
         "stores": described,
         "variables": variables,
@@ -292,7 +292,7 @@ def run(
     ``drift``: when the window's snapshot exists already, what changed since it was taken (nothing is written).
     """
     hasher = Hasher(hashing, key)
-    snapshot_id = snapshot_id or catalog.backup_id_for(catalog.utcnow(), window)
+    snapshot_id = snapshot_id or catalog.backup_id_for(timefmt.utcnow(), window)
     catalog.parse_backup_id(snapshot_id)
     key_name = snapshot_key(prefix, source, snapshot_id)
     target.check_bucket(step="check backup bucket")

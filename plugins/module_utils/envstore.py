@@ -44,7 +44,7 @@ import subprocess
 import time
 from urllib.parse import urlsplit
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, files
+from ansible_collections.pgdr.supabase.plugins.module_utils import files, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 
 STORE_TYPES = ("dotenv", "ssm", "secretsmanager", "command")
@@ -371,7 +371,7 @@ class StoreLock:
             "purpose": self.purpose,
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "since": catalog.isoformat(catalog.utcnow()),
+            "since": timefmt.iso(timefmt.utcnow()),
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)

@@ -7,12 +7,11 @@ reason a restore failed, perhaps) is said on the page, never a reason not to wri
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, files, pages, render
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, files, pages, render, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 
 _FOOTER = re.compile(r"<footer>.*?</footer>", re.DOTALL)
@@ -125,7 +124,7 @@ def write_history(
 ):
     """Build the history page from the log (plus extra_events, not yet in it) and the bucket, and write it
     unless it holds the same already. Returns {changed, path, written, summary, backups_note}."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or timefmt.utcnow()
     events, bad = load_events(jsonl_path)
     events += list(extra_events)
     if target is not None and source:

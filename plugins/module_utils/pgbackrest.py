@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import files
+from ansible_collections.pgdr.supabase.plugins.module_utils import files, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
+from ansible_collections.pgdr.supabase.plugins.module_utils.timefmt import iso_exact as iso
 
 PG_USER = "postgres"
 DEFAULT_BIN_DIR = "/usr/lib/postgresql/{major}/bin"
@@ -74,33 +75,14 @@ def repo_spec():
 
 def parse_time(value, what="target time"):
     """An aware UTC datetime from ISO-8601 (``2026-11-28T21:14:09Z``, ``2026-11-28 21:14:09.1+00``); naive = UTC."""
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        text = str(value).strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise DRError(
-                f"cannot read the {what} {value!r}",
-                step="read the target time",
-                hint="give an ISO-8601 time with its offset, for example 2026-11-28T21:14:09Z",
-            ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def iso(value):
-    """2026-11-28T21:14:09.123456Z for an aware datetime or a Unix timestamp; None stays None."""
-    if value is None:
-        return None
-    if not isinstance(value, datetime):
-        value = datetime.fromtimestamp(value, tz=UTC)
-    text = value.astimezone(UTC).isoformat()
-    return text.replace("+00:00", "Z")
+    try:
+        return timefmt.parse(value)
+    except ValueError:
+        raise DRError(
+            f"cannot read the {what} {value!r}",
+            step="read the target time",
+            hint="give an ISO-8601 time with its offset, for example 2026-11-28T21:14:09Z",
+        ) from None
 
 
 def pg_time(value):
@@ -112,9 +94,7 @@ def cluster_name(target):
     """The folder name of a restored cluster: pitr-<the target as a UTC instant>, 20261128T184713Z, with the
     fraction of a second when it has one (20261128T184713.000100Z). Two spellings of one instant share a name;
     two instants never do (the digits of 18:47:13+00:01 and of 18:47:13.0001Z used to be the same)."""
-    moment = parse_time(target)
-    fraction = f".{moment.microsecond:06d}" if moment.microsecond else ""
-    return f"pitr-{moment.strftime('%Y%m%dT%H%M%S')}{fraction}Z"
+    return f"pitr-{timefmt.compact(parse_time(target), fraction=True)}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -553,7 +533,7 @@ def last_commit_in(waldump_output):
             found = match
     if not found:
         return None, None
-    return datetime.fromisoformat(found.group(2)).replace(tzinfo=UTC), found.group(1)
+    return timefmt.parse(found.group(2)), found.group(1)
 
 
 def last_commit_in_segment(name, segment, bin_dir):
@@ -1322,7 +1302,14 @@ def restore(req, plan):
     ensure_dir(os.path.dirname(req.data_dir))
     write_private_file(
         req.attempt_file,
-        json.dumps({"target_time": iso(req.target_time), "stanza": req.stanza, "started_at": iso(time.time())}) + "\n",
+        json.dumps(
+            {
+                "target_time": iso(req.target_time),
+                "stanza": req.stanza,
+                "started_at": iso(time.time()),
+            }
+        )
+        + "\n",
     )
     try:
         marker = _restore_files_and_replay(req, plan, bin_dir, port, timings, started)

@@ -102,6 +102,7 @@ def main():
         supports_check_mode=True,
     )
     from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
+    from ansible_collections.pgdr.supabase.plugins.module_utils import timefmt
 
     p = module.params
     try:
@@ -123,7 +124,11 @@ def main():
             "status": summary["status"],
             "backups": summary["backups"],
             "archive": summary["archive"],
-            "window": {"earliest": pb.iso(earliest), "latest": pb.iso(latest), "text": pb.window_text(summary)},
+            "window": {
+                "earliest": timefmt.iso_exact(earliest),
+                "latest": timefmt.iso_exact(latest),
+                "text": pb.window_text(summary),
+            },
             "freshness": fresh,
             "msg": (
                 f"stanza {p['stanza']}: {len(summary['backups'])} backups, newest WAL {fresh['newest_wal_age_s']} s "

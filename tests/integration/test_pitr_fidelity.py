@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest, pitr_verify
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest, pitr_verify, timefmt
 from sandboxlib import pitr as pitr_sandbox
 
 pytestmark = pytest.mark.integration
@@ -178,7 +178,7 @@ def test_rehearsal_connects_nowhere_and_names_the_planned_cluster(pitr, run_play
     """Issue 15.1: with PGHOST/PGPORT pointing elsewhere, --check of a PITR restore reads the repository, plans,
     and connects to no database: the checks list what they would do on the planned cluster."""
     insert(pitr["sandbox"], "rehearsal")
-    target = pgbackrest.iso(now(sandbox))
+    target = timefmt.iso_exact(now(sandbox))
     time.sleep(0.05)
     insert(pitr["sandbox"], "after-rehearsal")  # a commit after the target, so the target is reachable
     switch_and_wait(sandbox)
@@ -213,7 +213,7 @@ def test_a_target_after_the_last_archived_commit_names_the_reachable_window_and_
     insert(sandbox, "last-before-quiet")
     switch_and_wait(sandbox)  # everything so far archived; the next switch by archive_timeout is 60 s away
     time.sleep(0.2)
-    target = pgbackrest.iso(now(sandbox))
+    target = timefmt.iso_exact(now(sandbox))
     extra = {**pitr["vars"], "target_time": target}
     refused = run_playbook("playbooks/pitr_restore.yml", {**extra, "pgdr_pitr_switch_wal": False})
     assert refused.rc != 0
@@ -240,7 +240,7 @@ def test_a_failed_attempt_is_cleaned_and_the_same_command_runs_again(pitr, run_p
     """Issue 15.2: a restore that fails after the files are restored (here: an address the cluster cannot listen
     on) stops and empties its folder, keeps no repository secret, and the same command, run again, restores."""
     insert(sandbox, "before-failure")
-    target = pgbackrest.iso(now(sandbox))
+    target = timefmt.iso_exact(now(sandbox))
     insert(sandbox, "after-failure")
     switch_and_wait(sandbox)
     extra = {**pitr["vars"], "target_time": target, "cluster": "failed-then-retried"}
@@ -270,7 +270,7 @@ def test_two_identical_restores_are_both_recorded_with_the_moment_restored(pitr,
     time.sleep(0.05)
     insert(sandbox, "after-target")
     switch_and_wait(sandbox)
-    target = pgbackrest.iso(moment)
+    target = timefmt.iso_exact(moment)
     extra = {**pitr["vars"], **record_vars(pitr, tmp_path), "restore_method": "pitr", "target_time": target}
     t0 = time.monotonic()
     first = run_playbook("restore.yml", extra)

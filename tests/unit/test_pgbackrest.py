@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
+from ansible_collections.pgdr.supabase.plugins.module_utils import timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 SECRET = "s3-secret-abcdef"
@@ -68,7 +69,7 @@ def test_parse_time_reads_iso_forms_and_treats_naive_as_utc():
     for text in ("2026-11-28T21:14:09Z", "2026-11-28 22:14:09+01:00", "2026-11-28T21:14:09", "2026-11-28 21:14:09+00"):
         assert pb.parse_time(text) == expected
     assert pb.pg_time(expected) == "2026-11-28 21:14:09.000000+00"
-    assert pb.iso(expected.timestamp()) == "2026-11-28T21:14:09Z"
+    assert timefmt.iso_exact(expected.timestamp()) == "2026-11-28T21:14:09Z"
     with pytest.raises(DRError, match="cannot read the target time"):
         pb.parse_time("yesterday")
 
