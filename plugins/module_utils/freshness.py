@@ -283,17 +283,18 @@ def check_pitr(
 ):
     """The newest archived WAL is at most rpo_s old and the newest base backup at most max_base_age_s old."""
     from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_repo as pb_repo
 
     name = "pitr"
     now = to_unix(now)
     try:
         tool = tool or pb.PgBackRest(stanza, config_file=config_file)
-        summary = pb.parse_info(tool.info())
+        summary = pb_repo.parse_info(tool.info())
         if not summary["exists"]:
             return result(name, False, None, rpo_s, f"stanza {stanza} does not exist in the repository")
-        pb.check_info(summary)
+        pb_repo.check_info(summary)
         summary["newest_wal_ts"] = tool.newest_wal_time(summary["archive"]) if summary["archive"]["max"] else None
-        fresh = pb.freshness(summary, now=now, max_wal_age_s=rpo_s, max_base_age_s=max_base_age_s)
+        fresh = pb_repo.freshness(summary, now=now, max_wal_age_s=rpo_s, max_base_age_s=max_base_age_s)
     except DRError as exc:
         return failed(name, exc, rpo_s)
     wal_age, base_age = fresh["newest_wal_age_s"], fresh["newest_base_backup_age_s"]

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest, timefmt
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_restore as pb_restore
 from sandboxlib import pitr as pitr_sandbox
 
 pytestmark = pytest.mark.integration
@@ -209,7 +210,7 @@ def test_restore_to_a_time_keeps_exactly_the_rows_before_it(pitr, run_playbook, 
         assert rows == expected
         assert conn.execute("select pg_is_in_recovery()").fetchone()[0] is False
         assert conn.execute("show archive_mode").fetchone()[0] == "off"
-    marker = json.loads((data_dir / pgbackrest.MARKER).read_text())
+    marker = json.loads((data_dir / pb_restore.MARKER).read_text())
     assert marker["target_time"] == target_time and marker["port"] == port
     assert_no_secrets(run, sandbox, pitr["cipher_pass"])
 
