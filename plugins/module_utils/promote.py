@@ -22,7 +22,7 @@ rollback undoes the last promote only; earlier records stay in ``history`` in ma
 from __future__ import annotations
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import timefmt
-from ansible_collections.pgdr.supabase.plugins.module_utils.envstore import (
+from ansible_collections.pgdr.supabase.plugins.module_utils.envstore_common import (
     check_names,
     is_change,
     mask,

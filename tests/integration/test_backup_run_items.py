@@ -33,7 +33,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import (
 )
 from ansible_collections.pgdr.supabase.plugins.module_utils import storage_assets as sa
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
-from ansible_collections.pgdr.supabase.plugins.module_utils.envstore import parse_dotenv
+from ansible_collections.pgdr.supabase.plugins.module_utils.envstore_dotenv import parse_dotenv
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
 
