@@ -26,17 +26,15 @@ tokens: they are secrets, shown only as ``scheme://host/…``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime
 
+from ansible_collections.pgdr.supabase.plugins.module_utils import files, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 
 SINK_TYPES = ("webhook", "healthchecks", "prometheus_textfile")
@@ -126,7 +124,7 @@ def _iso_to_unix(value):
     if not value:
         return None
     try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        return timefmt.parse(value).timestamp()
     except ValueError:
         return None
 
@@ -462,23 +460,6 @@ def render_textfile(source, values, metrics=METRICS):
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path, text, mode=0o644):
-    """Write text to path through a temporary file in the same folder and a rename: readers see old or new."""
-    directory = os.path.dirname(path) or "."
-    handle, tmp = tempfile.mkstemp(prefix=".pgdr-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 # -- the sinks ----------------------------------------------------------------------------------------------------
 
 
@@ -604,7 +585,7 @@ def deliver(sinks, event, check_mode=False, sleep=time.sleep):
                 if not check_mode:
                     try:
                         os.makedirs(sink["dir"], mode=0o755, exist_ok=True)
-                        write_atomically(path, text)
+                        files.write_atomic(path, text, 0o644, fsync=True)
                     except OSError as exc:
                         raise DRError(
                             f"cannot write the metrics file: {exc}",

@@ -14,14 +14,13 @@ the raw value. Connection-string passwords are masked everywhere.
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import hashlib
 import json
 import os
 import uuid
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, history, pages, render
+from ansible_collections.pgdr.supabase.plugins.module_utils import history, pages, render, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 from ansible_collections.pgdr.supabase.plugins.module_utils.render import md
 
@@ -91,10 +90,7 @@ def _moment(value):
         return float(text)
     except ValueError:
         pass
-    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.timestamp()
+    return timefmt.parse(text).timestamp()
 
 
 def measure(started_at=None, verified_at=None, point_in_time=None, rpo_s=None, taken_at=None):
@@ -161,13 +157,13 @@ def build_event(
     }
     started = _epoch(started_at)
     event = {
-        "time": catalog.isoformat(now or catalog.utcnow()),
+        "time": timefmt.iso(now or timefmt.utcnow()),
         "kind": kind,
         "outcome": outcome,
         "changed": changed,
         "initiator": redact(who),
         "reason": redact(reason or ""),
-        "started_at": catalog.isoformat(dt.datetime.fromtimestamp(started, dt.UTC)) if started else None,
+        "started_at": timefmt.iso(started) if started else None,
         "backup": backup,
         "target": redact(target) or None,
         "point_in_time": redact(str(point_in_time)) if point_in_time not in (None, "") else None,

@@ -12,23 +12,15 @@ import datetime as dt
 import os
 import re
 
+from ansible_collections.pgdr.supabase.plugins.module_utils import timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 MANIFEST_NAME = "manifest.json"
 # 1: data in one pg_dump archive (still restored); 2: data as COPY streams in data objects, and an index object.
 MANIFEST_VERSION = 2
-BACKUP_ID_FORMAT = "%Y%m%dT%H%M%SZ"
 BACKUP_ID_RE = re.compile(r"^\d{8}T\d{6}Z$")
 WINDOWS = ("daily", "hourly", "every_run")
 SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
-
-def utcnow():
-    return dt.datetime.now(dt.UTC)
-
-
-def isoformat(moment):
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def append_progress(path, text):
@@ -38,7 +30,7 @@ def append_progress(path, text):
         if folder and not os.path.isdir(folder):
             os.makedirs(folder, mode=0o700, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(f"{isoformat(utcnow())} {text}\n")
+            fh.write(f"{timefmt.iso(timefmt.utcnow())} {text}\n")
 
 
 def backup_id_for(moment, window):
@@ -50,7 +42,7 @@ def backup_id_for(moment, window):
         moment = moment.replace(minute=0, second=0, microsecond=0)
     elif window != "every_run":
         raise DRError(f"unknown backup window {window!r}; expected one of {', '.join(WINDOWS)}", step="plan")
-    return moment.strftime(BACKUP_ID_FORMAT)
+    return timefmt.compact(moment)
 
 
 def parse_backup_id(backup_id):
@@ -61,7 +53,7 @@ def parse_backup_id(backup_id):
             hint="list the backups with playbooks/list_backups.yml",
         )
     try:
-        return dt.datetime.strptime(backup_id, BACKUP_ID_FORMAT).replace(tzinfo=dt.UTC)
+        return timefmt.parse_compact(backup_id)
     except ValueError as exc:
         raise DRError(
             f"{backup_id!r} is not a valid UTC timestamp",
@@ -140,7 +132,7 @@ def check_presence(target, manifest, step="verify backup objects"):
             check_objects_exist(target, {"objects": [obj]}, step=step)
         except DRError as exc:
             problems.append(f"{exc.message} ({exc.subject})")
-    return {"verified": not problems, "problems": problems, "checked_at": isoformat(utcnow())}
+    return {"verified": not problems, "problems": problems, "checked_at": timefmt.iso(timefmt.utcnow())}
 
 
 def require_presence(target, manifest, step="commit manifest"):

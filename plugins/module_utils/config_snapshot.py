@@ -31,7 +31,14 @@ import hashlib
 import hmac
 import json
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, envstore
+from ansible_collections.pgdr.supabase.plugins.module_utils import (
+    catalog,
+    envstore,
+    envstore_aws,
+    envstore_common,
+    envstore_dotenv,
+    timefmt,
+)
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import error_code
 
@@ -123,14 +130,14 @@ def read_store(store, names=None, with_values=True):
     Values are only handed to the hasher; they never reach the snapshot, a result or an error message.
     """
     if names:
-        envstore.check_names(names, store.label())
-    if isinstance(store, envstore.DotenvStore):
-        current = envstore.parse_dotenv(store._text("read env store"))
+        envstore_common.check_names(names, store.label())
+    if isinstance(store, envstore_dotenv.DotenvStore):
+        current = envstore_dotenv.parse_dotenv(store._text("read env store"))
         names = list(names or current)
         return {n: (current.get(n), None) for n in names}
-    if isinstance(store, envstore.SsmStore):
+    if isinstance(store, envstore_aws.SsmStore):
         return _read_ssm(store, names, with_values)
-    if isinstance(store, envstore.SecretsManagerStore):
+    if isinstance(store, envstore_aws.SecretsManagerStore):
         client = store.client()
         try:
             response = client.get_secret_value(SecretId=store.secret_id)
@@ -232,7 +239,7 @@ def take(stores, hasher, source, snapshot_id, taken_at=None):
         "kind": "config",
         "snapshot_id": snapshot_id,
         "source": source,
-        "taken_at": taken_at or catalog.isoformat(catalog.utcnow()),
+        "taken_at": taken_at or timefmt.iso(timefmt.utcnow()),
         "hash": hasher.describe(),
         "stores": described,
         "variables": variables,
@@ -292,7 +299,7 @@ def run(
     ``drift``: when the window's snapshot exists already, what changed since it was taken (nothing is written).
     """
     hasher = Hasher(hashing, key)
-    snapshot_id = snapshot_id or catalog.backup_id_for(catalog.utcnow(), window)
+    snapshot_id = snapshot_id or catalog.backup_id_for(timefmt.utcnow(), window)
     catalog.parse_backup_id(snapshot_id)
     key_name = snapshot_key(prefix, source, snapshot_id)
     target.check_bucket(step="check backup bucket")

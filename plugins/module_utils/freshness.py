@@ -24,10 +24,11 @@ would report a negative age as fresh); the host's own clock behind the bucket's 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils.timefmt import iso_seconds as iso
 
 DEFAULT_LOGICAL_MAX_AGE_S = 26 * 3600  # daily schedule + 2 h grace
 DEFAULT_RPO_S = 3600
@@ -39,21 +40,15 @@ def to_unix(now=None):
     if now is None:
         return time.time()
     if isinstance(now, datetime):
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=UTC)
-        return now.timestamp()
+        return timefmt.parse(now).timestamp()
     if isinstance(now, str):
         try:
-            return datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp()
+            return timefmt.parse(now).timestamp()
         except ValueError:
             raise DRError(
                 f"{now!r} is not an ISO-8601 time", step="check freshness", hint="for example 2026-11-28T12:00:00Z"
             ) from None
     return float(now)
-
-
-def iso(unix):
-    return None if unix is None else datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def human(seconds):
@@ -234,7 +229,7 @@ def check_secondary(
         findings = None
         if newest is not None and secondary is not None:
             # Every secured backup of the window, not only the newest: tampering with an older copy is as loud.
-            moment = datetime.fromtimestamp(now, UTC)
+            moment = timefmt.from_unix(now)
             findings = []
             for row in rows[:look_back]:
                 if row["backup_id"] > newest[0]["backup_id"]:
@@ -288,17 +283,18 @@ def check_pitr(
 ):
     """The newest archived WAL is at most rpo_s old and the newest base backup at most max_base_age_s old."""
     from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_repo as pb_repo
 
     name = "pitr"
     now = to_unix(now)
     try:
         tool = tool or pb.PgBackRest(stanza, config_file=config_file)
-        summary = pb.parse_info(tool.info())
+        summary = pb_repo.parse_info(tool.info())
         if not summary["exists"]:
             return result(name, False, None, rpo_s, f"stanza {stanza} does not exist in the repository")
-        pb.check_info(summary)
+        pb_repo.check_info(summary)
         summary["newest_wal_ts"] = tool.newest_wal_time(summary["archive"]) if summary["archive"]["max"] else None
-        fresh = pb.freshness(summary, now=now, max_wal_age_s=rpo_s, max_base_age_s=max_base_age_s)
+        fresh = pb_repo.freshness(summary, now=now, max_wal_age_s=rpo_s, max_base_age_s=max_base_age_s)
     except DRError as exc:
         return failed(name, exc, rpo_s)
     wal_age, base_age = fresh["newest_wal_age_s"], fresh["newest_base_backup_age_s"]
@@ -352,7 +348,15 @@ def check_supabase_pitr(project_ref, token=None, api_url=None, rpo_s=DEFAULT_RPO
     details = f"latest restorable point {iso(latest)} is {human(age)} old (RPO {human(rpo_s)})"
     if not ok:
         details += ": the managed WAL archiving is late"
-    return result(name, ok, age, rpo_s, details, earliest=iso(window[0].timestamp()), latest=iso(latest))
+    return result(
+        name,
+        ok,
+        age,
+        rpo_s,
+        details,
+        earliest=iso(window[0].timestamp()),
+        latest=iso(latest),
+    )
 
 
 def summarize(checks):

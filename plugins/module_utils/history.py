@@ -7,13 +7,11 @@ reason a restore failed, perhaps) is said on the page, never a reason not to wri
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
-import tempfile
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, pages, render
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, files, pages, render, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
 
 _FOOTER = re.compile(r"<footer>.*?</footer>", re.DOTALL)
@@ -100,20 +98,10 @@ def same_page(path, text):
 
 
 def write_atomic(path, text):
-    """Write text to path in one piece: a temporary file in the same folder, then renamed over it."""
-    folder = os.path.dirname(os.path.abspath(path))
+    """Write text to path in one piece (:func:`files.write_atomic`, mode 644), its folder made when missing."""
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".pgdr-", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        files.write_atomic(os.path.abspath(path), text, 0o644)
     except OSError as exc:
         raise DRError(
             f"cannot write {os.path.basename(path)}: {exc.strerror}",
@@ -136,7 +124,7 @@ def write_history(
 ):
     """Build the history page from the log (plus extra_events, not yet in it) and the bucket, and write it
     unless it holds the same already. Returns {changed, path, written, summary, backups_note}."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or timefmt.utcnow()
     events, bad = load_events(jsonl_path)
     events += list(extra_events)
     if target is not None and source:

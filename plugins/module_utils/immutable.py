@@ -15,7 +15,7 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import (
     S3_ERRORS,
@@ -50,16 +50,8 @@ NEW_BUCKET_HINT = (
 )
 
 
-def utcnow():
-    return dt.datetime.now(dt.UTC)
-
-
-def _iso(moment):
-    return catalog.isoformat(moment) if moment else None
-
-
 def _parse_iso(text):
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+    return timefmt.parse(text) if text else None
 
 
 def _as_utc(moment):
@@ -435,7 +427,7 @@ def read_locked_record(secondary, key, now=None):
     can slip a version under a locked one, so the oldest locked version is the one written when the copy was
     secured. Returns ``(record or None, info)``; ``info`` names the version used and the versions found after it
     (``newer``), which are tampering while that record is locked."""
-    now = now or utcnow()
+    now = now or timefmt.utcnow()
     versions = [v for v in key_versions(secondary, key, step="read secure-copy record") if not v["delete_marker"]]
     info = {"key": key, "version_id": None, "newer": [], "locked_until": None}
     fallback = None
@@ -460,7 +452,7 @@ def read_locked_record(secondary, key, now=None):
 
 
 def _record_info(info, version, until, versions):
-    info.update(version_id=version["version_id"], locked_until=_iso(until))
+    info.update(version_id=version["version_id"], locked_until=timefmt.iso(until))
     info["newer"] = [v["version_id"] for v in versions[versions.index(version) + 1 :]]
     return info
 
@@ -497,7 +489,7 @@ def inspect_copies(secondary, objects, now=None, extra_record=None):
     listing per object; no data is read.
 
     Returns a list of findings ``{"kind", "name", "key", "version_id", "detail"}``; kinds are TAMPER_KINDS."""
-    now = now or utcnow()
+    now = now or timefmt.utcnow()
     # Once the lock is over, what happens to the key is retention's business.
     locked = [o for o in objects if (_parse_iso(o.get("retain_until")) or FAR_FUTURE) > now]
     with ThreadPoolExecutor(max_workers=COPY_CONCURRENCY, thread_name_prefix="inspect-copy") as pool:
@@ -544,10 +536,10 @@ def _inspect_one(secondary, obj):
     recorded_until = _parse_iso(obj.get("retain_until"))
     until = _as_utc(head.get("ObjectLockRetainUntilDate"))
     if recorded_until and (until is None or until < recorded_until - dt.timedelta(seconds=1)):
-        finding("lock", f"{this} is locked until {_iso(until)}, the record says {_iso(recorded_until)}")
+        finding("lock", f"{this} is locked until {timefmt.iso(until)}, the record says {timefmt.iso(recorded_until)}")
     latest = next((v for v in key_versions(secondary, key, step="check secure copy") if v["is_latest"]), None)
     if latest and latest["version_id"] != version_id:
-        when = _iso(latest["last_modified"])
+        when = timefmt.iso(latest["last_modified"])
         if latest["delete_marker"]:
             finding(
                 "delete_marker", f"a delete marker ({latest['version_id']}, {when}) hides the locked version of {name}"
@@ -601,13 +593,13 @@ def ensure_lock(secondary, key, version_id, mode, retain_until, step="lock copy"
         raise translate(exc, step, f"{where} version {version_id}") from exc
     if current_until is None or current_until < retain_until - dt.timedelta(seconds=1):
         raise DRError(
-            f"the copy is not locked until {_iso(retain_until)} (the endpoint reports {current_mode} until "
-            f"{_iso(current_until)})",
+            f"the copy is not locked until {timefmt.iso(retain_until)} (the endpoint reports {current_mode} until "
+            f"{timefmt.iso(current_until)})",
             step=step,
             subject=f"{where} version {version_id}",
             hint="check that the secondary bucket has Object Lock and the identity may s3:PutObjectRetention",
         )
-    return {"mode": current_mode, "retain_until": _iso(current_until), "etag": _etag(head.get("ETag"))}
+    return {"mode": current_mode, "retain_until": timefmt.iso(current_until), "etag": _etag(head.get("ETag"))}
 
 
 def _lock_args(mode, retain_until):
@@ -825,7 +817,11 @@ def _reason(secondary, found, entries, mode, retain_until, now):
     for obj in found["objects"]:
         until = _parse_iso(obj.get("retain_until"))
         if until is None or until < retain_until - dt.timedelta(seconds=1):
-            return f"the copy of {obj['name']} is locked until {_iso(until)}, less than required", found, findings
+            return (
+                f"the copy of {obj['name']} is locked until {timefmt.iso(until)}, less than required",
+                found,
+                findings,
+            )
     return None, found, findings
 
 
@@ -854,7 +850,7 @@ def secure_set(
     stay what a restore reads, so nothing is copied again. With ``inspect`` false a set whose record says secured
     is taken as secured without a request to the locked bucket (older Storage runs: their files are inspected with
     the newest run that keeps them). Returns the row the modules report."""
-    now = now or utcnow()
+    now = now or timefmt.utcnow()
     retain_until = _as_utc(retain_until)
     base = {
         "kind": kind,
@@ -862,12 +858,12 @@ def secure_set(
         "record_key": record_at,
         "secondary": secondary.where(entries[-1]["key"].rsplit("/", 1)[0] + "/"),
         "mode": mode,
-        "retain_until": _iso(retain_until),
+        "retain_until": timefmt.iso(retain_until),
         "findings": [],
     }
     if retain_until <= now:
         raise DRError(
-            f"{kind} {set_id} is older than the lock period: a copy locked until {_iso(retain_until)} would not "
+            f"{kind} {set_id} is older than the lock period: a copy locked until {timefmt.iso(retain_until)} would not "
             "be protected at all",
             step="secure backup",
             subject=primary.where(entries[-1]["key"]),
@@ -914,7 +910,9 @@ def secure_set(
         elif reverify and not check_mode:
             for obj in found["objects"]:
                 verify_version(secondary, obj, obj["version_id"], step=f"re-verify copy of {obj['name']}")
-            row["reason"] = f"secured and locked already; every copy re-read and verified at {_iso(utcnow())}"
+            row["reason"] = (
+                f"secured and locked already; every copy re-read and verified at {timefmt.iso(timefmt.utcnow())}"
+            )
         return row
     method = choose_method(primary, secondary, method)
     planned = [{"name": o["name"], "key": o["key"], "size": o["size"], "sha256": o["sha256"]} for o in entries]
@@ -936,9 +934,9 @@ def secure_set(
         "secondary": {"bucket": secondary.bucket, "endpoint_url": secondary.client.meta.endpoint_url},
         "method": method,
         "mode": mode,
-        "retain_until": _iso(retain_until),
+        "retain_until": timefmt.iso(retain_until),
         "objects": [],
-        "started_at": _iso(now),
+        "started_at": timefmt.iso(now),
         "verified_at": None,
         "error": None,
     }
@@ -955,7 +953,7 @@ def secure_set(
             hint=exc.hint or "run the secure copy again; the record says not_secured until it succeeds",
         ) from exc
     new["status"] = "secured"
-    new["verified_at"] = _iso(utcnow())
+    new["verified_at"] = timefmt.iso(timefmt.utcnow())
     new["record_version_id"] = _write_locked_record(secondary, record_at, _dump(new), mode, retain_until)
     _write_primary_record(primary, record_at, _dump(new), found)
     return {
@@ -1027,7 +1025,7 @@ def secure(
     is not secured yet and that is still inside the lock period. Returns ``{"changed", "backups": [...]}``."""
     from ansible_collections.pgdr.supabase.plugins.module_utils import selection
 
-    now = now or utcnow()
+    now = now or timefmt.utcnow()
     check_lock_settings(mode, lock_days, step="secure backup")
     if lock_days < 1:
         raise DRError("lock days must be at least 1 for the secondary copy", step="secure backup")
@@ -1271,7 +1269,7 @@ def secure_storage(primary, secondary, prefix, source, lock_days, mode, method="
     until the run's time plus lock_days, verified. A file an earlier run secured is locked longer, not copied again.
     Only the newest run is inspected for tampering (a file it keeps is inspected with it)."""
     sa = _storage()
-    now = now or utcnow()
+    now = now or timefmt.utcnow()
     sprefix = sa.storage_prefix(prefix, source)
     runs = sa.list_runs(primary, sprefix)
     results, previous = [], None
@@ -1312,7 +1310,7 @@ def secure_config(primary, secondary, prefix, source, lock_days, mode, method="a
     """Secure every config snapshot still inside the lock period (one small object each)."""
     from ansible_collections.pgdr.supabase.plugins.module_utils import config_snapshot
 
-    now = now or utcnow()
+    now = now or timefmt.utcnow()
     results = []
     for snapshot_id in config_snapshot.list_snapshots(primary, prefix, source):
         until = retain_until_for(snapshot_id, lock_days)

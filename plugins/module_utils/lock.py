@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+from ansible_collections.pgdr.supabase.plugins.module_utils import timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import is_precondition_failed
 
@@ -63,7 +63,7 @@ class SourceLock:
             "pid": os.getpid(),
             "purpose": purpose,
             "token": uuid.uuid4().hex,
-            "taken_at": catalog.isoformat(catalog.utcnow()),
+            "taken_at": timefmt.iso(timefmt.utcnow()),
         }
 
     def _payload(self):

@@ -31,6 +31,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import (
     runsafety,
     signing,
     tabledata,
+    timefmt,
 )
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
 from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
@@ -89,7 +90,7 @@ class BackupRequest:
         self.lock_wait = lock_wait
         self.lock_stale_after = lock_stale_after
         self.progress_file = progress_file
-        self.now = now or catalog.utcnow()
+        self.now = now or timefmt.utcnow()
         self.backup_id = catalog.backup_id_for(self.now, window)
         self.recipient_texts = [r.strip() for r in encryption_recipients or ()]
         self.recipients = crypto.parse_recipients(self.recipient_texts) if self.recipient_texts else None
@@ -472,7 +473,7 @@ def run(request):
     """Take the backup unless this window's backup exists. Returns the result the module reports."""
     if not HAS_ZSTD:
         raise DRError("the zstandard Python package is not installed", step="start", hint="run 'make setup'")
-    started_wall = catalog.utcnow()
+    started_wall = timefmt.utcnow()
     started = time.monotonic()
     timings = {}
     facts, tools = _preflight(request)
@@ -601,7 +602,7 @@ def _take(request, facts, tools, timings, started_wall):
     objects.append(_store_index(request, index, part_size))
     timings["index"] = time.monotonic() - t1
     objects += data_entries
-    finished_wall = catalog.utcnow()
+    finished_wall = timefmt.utcnow()
     progress.line(f"backup {request.backup_id} of {request.source}: all objects stored")
     return {
         "manifest_version": catalog.MANIFEST_VERSION,
@@ -628,8 +629,8 @@ def _take(request, facts, tools, timings, started_wall):
             "pg_dump_version": tools["pg_dump"]["version"],
             "pg_dumpall_version": tools["pg_dumpall"]["version"],
         },
-        "started_at": catalog.isoformat(started_wall),
-        "finished_at": catalog.isoformat(finished_wall),
+        "started_at": timefmt.iso(started_wall),
+        "finished_at": timefmt.iso(finished_wall),
         "duration_s": round((finished_wall - started_wall).total_seconds(), 3),
         "restore_order": [o["name"] for o in objects],
         "objects": objects,

@@ -29,6 +29,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import (
     pg,
     project,
     target_lock,
+    timefmt,
     workfolder,
 )
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, output_tail
@@ -628,7 +629,7 @@ def _marker(request, status, report=None):
         "manifest_sha256": request.manifest_sha256,
     }
     if status == "complete":
-        marker["restored_at"] = catalog.isoformat(catalog.utcnow())
+        marker["restored_at"] = timefmt.iso(timefmt.utcnow())
     for key in ("disarmed", "cron_jobs", "extensions_skipped"):
         if report and report.get(key):
             marker[key] = report[key]
@@ -792,7 +793,7 @@ def record_checks(conn, checks, dry_run=False):
     previous = {k: v for k, v in (marker.get("verified") or {}).items() if k != "at"}
     if previous == verified:
         return False, marker
-    marker = dict(marker, verified=dict(verified, at=catalog.isoformat(catalog.utcnow())))
+    marker = dict(marker, verified=dict(verified, at=timefmt.iso(timefmt.utcnow())))
     if not dry_run:
         if project.read_marker(conn) is not None:
             project.write_marker(conn, marker)

@@ -15,8 +15,9 @@ import math
 import os
 import urllib.parse
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import render
+from ansible_collections.pgdr.supabase.plugins.module_utils import render, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.render import html as h
+from ansible_collections.pgdr.supabase.plugins.module_utils.timefmt import parse_or_none as parse_time
 
 DRILL_MAX_AGE_DAYS = 90
 CHART_MAX_BARS = 40
@@ -526,17 +527,11 @@ def run_page(event, generated_at=None):
 # ------------------------------------------------------------------------------------------------ history page
 
 
-def _parse(moment):
-    try:
-        value = dt.datetime.fromisoformat(str(moment).replace("Z", "+00:00"))
-    except (TypeError, ValueError):
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def drill_status(events, now, max_age_days=DRILL_MAX_AGE_DAYS):
     """The last successful drill and whether it is older than max_age_days: {last, age_days, stale, message}."""
-    drills = [e for e in events if e.get("kind") == "drill" and e.get("outcome") == "success" and _parse(e.get("time"))]
+    drills = [
+        e for e in events if e.get("kind") == "drill" and e.get("outcome") == "success" and parse_time(e.get("time"))
+    ]
     if not drills:
         return {
             "last": None,
@@ -544,8 +539,8 @@ def drill_status(events, now, max_age_days=DRILL_MAX_AGE_DAYS):
             "stale": True,
             "message": "No successful drill is on record: run playbooks/drill.yml, the quarterly restore drill.",
         }
-    last = max(drills, key=lambda e: _parse(e["time"]))
-    age = (now - _parse(last["time"])).total_seconds() / 86400
+    last = max(drills, key=lambda e: parse_time(e["time"]))
+    age = (now - parse_time(last["time"])).total_seconds() / 86400
     when = render.timestamp(last["time"])
     ago = "less than a day ago" if age < 1 else f"{render.count(int(age), 'day')} ago"
     if age > max_age_days:
@@ -583,12 +578,12 @@ def _objective_chart(drills, name):
 
 def _by_day(backups, days=BACKUP_CHART_DAYS):
     """The newest complete backup of each day (UTC), over the days from the first to the last one shown."""
-    complete = [b for b in backups if b.get("complete") and _parse(b.get("started_at"))]
+    complete = [b for b in backups if b.get("complete") and parse_time(b.get("started_at"))]
     if not complete:
         return []
     per_day = {}
     for b in complete:
-        day = _parse(b["started_at"]).date()
+        day = parse_time(b["started_at"]).date()
         per_day.setdefault(day, []).append(b)
     last = max(per_day)
     first = max(min(per_day), last - dt.timedelta(days=days - 1))
@@ -715,11 +710,12 @@ def history_page(
 
     backups: catalog rows (complete and incomplete) or None when they were not read; backups_note says where
     they were read from or why not. log_note names the log and anything in it that could not be read."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or timefmt.utcnow()
     status = drill_status(events, now, drill_max_age_days)
     banner_css = "stale" if status["stale"] else "ok"
     drills = sorted(
-        (e for e in events if e.get("kind") == "drill" and _parse(e.get("time"))), key=lambda e: _parse(e["time"])
+        (e for e in events if e.get("kind") == "drill" and parse_time(e.get("time"))),
+        key=lambda e: parse_time(e["time"]),
     )
     if drills:
         shown = f" (the last {CHART_MAX_BARS})" if len(drills) > CHART_MAX_BARS else ""
@@ -738,8 +734,4 @@ def history_page(
         + _backups_section(backups, backups_note)
         + _events_section(events, link_dir)
     )
-    return page("Restore and drill history", body, generated_at or render_now(now))
-
-
-def render_now(now):
-    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return page("Restore and drill history", body, generated_at or timefmt.iso_seconds(now))

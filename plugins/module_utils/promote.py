@@ -21,9 +21,8 @@ rollback undoes the last promote only; earlier records stay in ``history`` in ma
 
 from __future__ import annotations
 
-import datetime
-
-from ansible_collections.pgdr.supabase.plugins.module_utils.envstore import (
+from ansible_collections.pgdr.supabase.plugins.module_utils import timefmt
+from ansible_collections.pgdr.supabase.plugins.module_utils.envstore_common import (
     check_names,
     is_change,
     mask,
@@ -36,10 +35,6 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRErro
 
 RECORD_VERSION = 1
 HISTORY_KEPT = 10
-
-
-def now_text():
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def check_confirmation(target_name, confirm, action, how="confirm={target}"):
@@ -186,7 +181,7 @@ def _promote(
         "previous": previous,
         "previous_masked": masked(previous),
         "promoted_masked": masked(values),
-        "promoted_at": now_text(),
+        "promoted_at": timefmt.iso_seconds(timefmt.utcnow()),
         "rolled_back_at": None,
         "reason": reason,
         "initiator": initiator,
@@ -249,7 +244,9 @@ def _rollback(store, target_name, record_location=None, check_mode=False, diff=F
         result["diff"] = masked_diff(
             current, {n: previous.get(n) for n in names}, f"{target_name} (current)", f"{target_name} (rolled back)"
         )
-    done = dict(record, state="rolled_back", rolled_back_at=now_text(), rollback_reason=reason)
+    done = dict(
+        record, state="rolled_back", rolled_back_at=timefmt.iso_seconds(timefmt.utcnow()), rollback_reason=reason
+    )
     if check_mode:
         store.preflight()
         result["record"] = public_record(record)

@@ -23,7 +23,7 @@ import re
 import time
 import zlib
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, pg
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, pg, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 # The restore engine's database marker (a comment starting pgdr:) and temporary name, which the cleanup recognises.
@@ -89,8 +89,8 @@ def build_record(
         "proof_version": PROOF_VERSION,
         "backup_id": backup_id,
         "result": result,
-        "proven_at": catalog.isoformat(_moment(finished_at)),
-        "started_at": catalog.isoformat(_moment(started_at)),
+        "proven_at": timefmt.iso(_moment(finished_at)),
+        "started_at": timefmt.iso(_moment(started_at)),
         "duration_s": round(max(0.0, float(finished_at) - float(started_at)), 1),
         "restore_s": None if restore_s in (None, "") else round(float(restore_s), 1),
         "taken_at": (manifest or {}).get("started_at"),
@@ -102,9 +102,8 @@ def build_record(
 
 
 def _moment(unix):
-    import datetime as dt
 
-    return dt.datetime.fromtimestamp(float(unix), dt.UTC)
+    return timefmt.from_unix(float(unix))
 
 
 def write_proof(target, prefix, source, record):

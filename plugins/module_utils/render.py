@@ -9,9 +9,10 @@ in HTML it is entity-escaped. The JSON-lines log keeps the raw value.
 
 from __future__ import annotations
 
-import datetime as dt
 import html as _html
 import re
+
+from ansible_collections.pgdr.supabase.plugins.module_utils import timefmt
 
 LINE_BREAK_MARK = " \u21b5 "  # a visible "return" arrow where the text had a line break
 _LINE_BREAKS = re.compile(r"\r\n|[\r\n\u0085\u2028\u2029\x0b\x0c]")
@@ -56,12 +57,10 @@ def timestamp(value):
     if not value:
         return ""
     try:
-        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        moment = timefmt.parse(value)
     except ValueError:
         return one_line(value)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def html(value):

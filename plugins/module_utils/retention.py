@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3_ERRORS, error_code, is_not_found, translate
@@ -156,8 +156,8 @@ def plan_retention(
         locked_until = locks.get(backup_id)
         if action == EXPIRE and locked_until and locked_until > now:
             action = KEEP
-            reason = f"due to expire but locked until {catalog.isoformat(locked_until)}: not attempted"
-            decision["locked_until"] = catalog.isoformat(locked_until)
+            reason = f"due to expire but locked until {timefmt.iso(locked_until)}: not attempted"
+            decision["locked_until"] = timefmt.iso(locked_until)
         decision.update(action=action, reason=reason)
         decisions.append(decision)
     return decisions
@@ -289,14 +289,14 @@ def refusal(target, key, version, step, now=None):
 
     The lock is judged at the real time, whatever ``now`` the plan was made at (a rehearsal ahead of time): that is
     when the endpoint refused."""
-    now = catalog.utcnow()
+    now = timefmt.utcnow()
     where = target.where(key) + (f" version {version}" if version else "")
     try:
         until = lock_of(target, key, version)
     except DRError:
         until = None
     if until and until > now:
-        text = "under a legal hold" if until == FOREVER else f"locked until {catalog.isoformat(until)}"
+        text = "under a legal hold" if until == FOREVER else f"locked until {timefmt.iso(until)}"
         error = DRError(
             f"Object Lock refused the deletion: the object is {text}",
             step=step,
@@ -429,7 +429,7 @@ def run(
     """Plan and (unless check_mode) apply retention for one source in one bucket: its logical backups (the
     result's top level: decisions, moved, expired, skipped, lifecycle) and, in ``sets``, its Storage runs
     (``storage``) and config snapshots (``config``)."""
-    now = now or catalog.utcnow()
+    now = now or timefmt.utcnow()
     validate_policy(hot_days, expire_days, keep_min, lock_days, grace_hours)
     if lifecycle not in LIFECYCLE_MODES:
         raise DRError(f"lifecycle must be one of {', '.join(LIFECYCLE_MODES)}, not {lifecycle!r}", step="retention")
@@ -443,7 +443,7 @@ def run(
         "changed": False,
         "bucket": target.bucket,
         "versioned": versioned,
-        "now": catalog.isoformat(now),
+        "now": timefmt.iso(now),
         "decisions": [],
         "moved": [],
         "expired": [],
@@ -611,8 +611,8 @@ def _expire_sets(target, decisions, items_of, now, check_mode, out):
         if until and until > now:
             decision.update(
                 action=KEEP,
-                locked_until=catalog.isoformat(until),
-                reason=f"due to expire but locked until {catalog.isoformat(until)}: not attempted",
+                locked_until=timefmt.iso(until),
+                reason=f"due to expire but locked until {timefmt.iso(until)}: not attempted",
             )
             continue
         if check_mode:
@@ -703,9 +703,7 @@ def run_storage(target, prefix, source, now, versioned, policy, check_mode, lock
         items = _versions_of(target, [key], versioned)
         until = items_lock(target, [(k, v) for k, v, marker in items if not marker])
         if until and until > now:
-            out["skipped"].append(
-                {"id": key, "action": "collect", "reason": f"locked until {catalog.isoformat(until)}"}
-            )
+            out["skipped"].append({"id": key, "action": "collect", "reason": f"locked until {timefmt.iso(until)}"})
             continue
         if not check_mode:
             try:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3_ERRORS, is_not_found, translate, version_args
 
@@ -16,16 +15,13 @@ LIST_HINT = "list the backups with: ansible-playbook playbooks/list_backups.yml"
 def parse_time(text):
     """An ISO-8601 time (Z, an offset, or none meaning UTC) as an aware UTC datetime."""
     try:
-        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        return timefmt.parse(text)
     except ValueError as exc:
         raise DRError(
             f"{text!r} is not an ISO-8601 time",
             step="select backup",
             hint="write it like 2026-11-28T14:30:00Z",
         ) from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC)
 
 
 def _started(row):
@@ -59,7 +55,7 @@ def resolve(target, prefix, source, selector, rows=None):
         eligible = [row for row in complete if _started(row) <= moment]
         if not eligible:
             oldest = complete[-1]["started_at"] if complete else None
-            message = f"no complete backup of {source!r} was taken before {catalog.isoformat(moment)}"
+            message = f"no complete backup of {source!r} was taken before {timefmt.iso(moment)}"
             if oldest:
                 message += f"; the oldest was taken at {oldest}"
             raise DRError(message, step="select backup", subject=where, hint=LIST_HINT)

@@ -41,7 +41,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import (
@@ -236,10 +236,10 @@ def _second(value):
     if not value:
         return None
     try:
-        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        moment = timefmt.parse(value)
     except ValueError:
         return str(value)
-    return moment.astimezone(dt.UTC).replace(microsecond=0)
+    return moment.replace(microsecond=0)
 
 
 def entry_id(obj):
@@ -294,7 +294,7 @@ def is_change(diff):
 
 
 def new_run_id(moment=None):
-    return catalog.backup_id_for(moment or catalog.utcnow(), "every_run")
+    return catalog.backup_id_for(moment or timefmt.utcnow(), "every_run")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ def list_objects(client, bucket, page_size=LIST_PAGE_SIZE):
                     "key": obj["Key"],
                     "size": int(obj.get("Size", 0)),
                     "etag": normalize_etag(obj.get("ETag")),
-                    "last_modified": catalog.isoformat(modified) if isinstance(modified, dt.datetime) else modified,
+                    "last_modified": timefmt.iso(modified) if isinstance(modified, dt.datetime) else modified,
                 }
             )
         token = page.get("NextContinuationToken")
@@ -622,7 +622,7 @@ def copy_object(source, obj, backup, sprefix, run_id, part_size=DEFAULT_PART_SIZ
         "etag": normalize_etag(response.get("ETag")) or obj.get("etag"),
         "md5": digests.md5.hexdigest(),
         "sha256": digests.sha256.hexdigest(),
-        "last_modified": catalog.isoformat(modified) if isinstance(modified, dt.datetime) else obj.get("last_modified"),
+        "last_modified": timefmt.iso(modified) if isinstance(modified, dt.datetime) else obj.get("last_modified"),
         "stored_key": key,
         "deleted": False,
         **metadata_of(response),
@@ -659,7 +659,7 @@ def apply_copy(
     and the run goes on; it is named in ``vanished``. Returns the manifest."""
     diff, previous, sprefix, run_id = plan["_diff"], plan["_previous"], plan["prefix"], plan["run_id"]
     started = time.monotonic()
-    started_at = catalog.isoformat(catalog.utcnow())
+    started_at = timefmt.iso(timefmt.utcnow())
     todo = diff["new"] + diff["changed"]
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="storage-copy") as pool:
         futures = [
@@ -688,7 +688,7 @@ def apply_copy(
         "buckets": sorted(set(plan["buckets"]) | set((previous or {}).get("buckets", []))),
         "scanned_buckets": plan["buckets"],
         "started_at": started_at,
-        "finished_at": catalog.isoformat(catalog.utcnow()),
+        "finished_at": timefmt.iso(timefmt.utcnow()),
         "duration_s": round(time.monotonic() - started, 3),
         "counts": {
             "objects": len(live),

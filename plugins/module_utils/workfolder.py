@@ -23,7 +23,7 @@ import socket
 import tempfile
 import time
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, lifeline
+from ansible_collections.pgdr.supabase.plugins.module_utils import lifeline, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 OWNER_FILE = ".pgdr-owner.json"
@@ -100,7 +100,7 @@ class WorkFolder:
             "pid": os.getpid(),
             "start": lifeline.process_start(os.getpid()),
             "purpose": purpose or f"{kind} {label}",
-            "created_at": catalog.isoformat(catalog.utcnow()),
+            "created_at": timefmt.iso(timefmt.utcnow()),
         }
         with self.open_private(os.path.join(self.path, OWNER_FILE), "w") as fh:
             json.dump(owner, fh)

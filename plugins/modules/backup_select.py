@@ -151,7 +151,14 @@ def main():
         supports_check_mode=True,
     )
     long_running(module)  # stops cleanly on SIGTERM and when the controller is gone
-    from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, crypto, immutable, selection, signing
+    from ansible_collections.pgdr.supabase.plugins.module_utils import (
+        catalog,
+        crypto,
+        immutable,
+        selection,
+        signing,
+        timefmt,
+    )
 
     p = module.params
     try:
@@ -197,7 +204,7 @@ def main():
             verified = selection.check_objects_exist(target, manifest)
         else:
             verified = []
-        age = (catalog.utcnow() - selection.parse_time(manifest["started_at"])).total_seconds()
+        age = (timefmt.utcnow() - selection.parse_time(manifest["started_at"])).total_seconds()
         module.exit_json(
             changed=False,
             backup_id=row["backup_id"],

@@ -87,7 +87,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common impor
 
 
 def main():
-    from ansible_collections.pgdr.supabase.plugins.module_utils import envstore
+    from ansible_collections.pgdr.supabase.plugins.module_utils import envstore, envstore_common
 
     module = AnsibleModule(
         argument_spec={
@@ -104,7 +104,7 @@ def main():
     try:
         store = envstore.make_store(p["store"])
         if p["state"] == "read":
-            envstore.check_names(p["names"], store.label())
+            envstore_common.check_names(p["names"], store.label())
             module.exit_json(changed=False, values=store.read(p["names"]))
         result = envstore.ensure(store, p["values"], check_mode=module.check_mode, diff=module._diff)
         actions = [f"{s['name']}: {s['action']}" for s in result["plan"]]

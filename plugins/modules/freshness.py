@@ -211,7 +211,7 @@ def main():
         },
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import freshness, proof
+    from ansible_collections.pgdr.supabase.plugins.module_utils import freshness, proof, timefmt
     from ansible_collections.pgdr.supabase.plugins.module_utils.errors import redact
 
     p = module.params
@@ -251,7 +251,7 @@ def main():
             "ok": ok,
             "stale": [c["name"] for c in checks if not c["ok"]],
             "checks": checks,
-            "now": freshness.iso(now_unix),
+            "now": timefmt.iso_seconds(now_unix),
         }
         if ok:
             result["msg"] = f"backups of {p['source']} are fresh: " + "; ".join(

@@ -86,13 +86,14 @@ def main():
     )
     long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
     from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_repo as pb_repo
 
     p = module.params
     try:
         tool = pb.PgBackRest(p["stanza"], config_file=p["config_file"], timeout=p["timeout"])
-        summary = pb.parse_info(tool.info())
-        pb.check_info(summary)
-        plan = pb.backup_plan(summary, p["type"])
+        summary = pb_repo.parse_info(tool.info())
+        pb_repo.check_info(summary)
+        plan = pb_repo.backup_plan(summary, p["type"])
         if module.check_mode:
             module.exit_json(
                 changed=True,
@@ -101,7 +102,7 @@ def main():
                 note=plan["note"],
                 msg=f"would take a {plan['type']} backup",
             )
-        taken = pb.take_backup(tool, plan["type"], timeout=p["timeout"])
+        taken = pb_repo.take_backup(tool, plan["type"], timeout=p["timeout"])
         backup = taken["backup"]
         module.exit_json(
             changed=True,

@@ -102,28 +102,34 @@ def main():
         supports_check_mode=True,
     )
     from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_repo as pb_repo
+    from ansible_collections.pgdr.supabase.plugins.module_utils import timefmt
 
     p = module.params
     try:
         tool = pb.PgBackRest(p["stanza"], config_file=p["config_file"])
-        summary = pb.parse_info(tool.info())
+        summary = pb_repo.parse_info(tool.info())
         if summary["exists"]:
-            pb.check_info(summary)
+            pb_repo.check_info(summary)
             summary["newest_wal_ts"] = tool.newest_wal_time(summary["archive"])
-        fresh = pb.freshness(summary, max_wal_age_s=p["max_wal_age_s"], max_base_age_s=p["max_base_age_s"])
+        fresh = pb_repo.freshness(summary, max_wal_age_s=p["max_wal_age_s"], max_base_age_s=p["max_base_age_s"])
         if summary["exists"] and summary["backups"] and summary["archive"]["max"]:
             # What a restore can reach ends at the last archived commit, not at the newest WAL's upload.
             bin_dir = pb.DEFAULT_BIN_DIR.format(major=summary.get("pg_version") or "15")
             moment, _, _ = tool.last_archived_commit(summary["archive"], bin_dir)
             summary["last_commit_ts"] = moment.timestamp() if moment else None
-        earliest, latest = pb.restorable_window(summary)
+        earliest, latest = pb_repo.restorable_window(summary)
         result = {
             "changed": False,
             "exists": summary["exists"],
             "status": summary["status"],
             "backups": summary["backups"],
             "archive": summary["archive"],
-            "window": {"earliest": pb.iso(earliest), "latest": pb.iso(latest), "text": pb.window_text(summary)},
+            "window": {
+                "earliest": timefmt.iso_exact(earliest),
+                "latest": timefmt.iso_exact(latest),
+                "text": pb_repo.window_text(summary),
+            },
             "freshness": fresh,
             "msg": (
                 f"stanza {p['stanza']}: {len(summary['backups'])} backups, newest WAL {fresh['newest_wal_age_s']} s "

@@ -200,6 +200,7 @@ def main():
     import os
 
     from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_restore as pb_restore
 
     module = AnsibleModule(
         argument_spec={
@@ -235,13 +236,13 @@ def main():
     p = module.params
     try:
         target = pb.parse_time(p["target_time"])
-        name = p["name"] or pb.cluster_name(target)
+        name = p["name"] or pb_restore.cluster_name(target)
         if p["switch_wal"] and not (p["source_dsn"] or "").strip():
             module.fail_json(
                 msg="switch_wal needs the source's DSN (source_dsn, a superuser's): an empty connection string "
                 "would fall back to libpq's defaults, which may name another server"
             )
-        request = pb.RestoreRequest(
+        request = pb_restore.RestoreRequest(
             p["stanza"],
             pb.repo_from_params(p["repo"]),
             target,
@@ -263,7 +264,7 @@ def main():
             runbook_password=p["runbook_password"],
             dbname=p["dbname"],
         )
-        plan = pb.restore_plan(request, check_mode=module.check_mode)
+        plan = pb_restore.restore_plan(request, check_mode=module.check_mode)
         common = {
             "plan": plan,
             "host": request.host,
@@ -277,14 +278,14 @@ def main():
                 changed=plan["action"] != "none",
                 port=plan.get("port"),
                 rpo_s=(point or {}).get("rpo_s"),
-                msg=pb.describe_plan(plan),
+                msg=pb_restore.describe_plan(plan),
                 **({"point_in_time": point} if point else {}),
                 **common,
             )
-        result = pb.restore(request, plan)
+        result = pb_restore.restore(request, plan)
         result.update(common)
         result["rpo_s"] = (result.get("point_in_time") or {}).get("rpo_s")
-        result["msg"] = pb.describe_result(result)
+        result["msg"] = pb_restore.describe_result(result)
         module.exit_json(**result)
     except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)

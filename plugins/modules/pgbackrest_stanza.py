@@ -143,6 +143,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common impor
 
 def main():
     from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_stanza as pb_stanza
 
     module = AnsibleModule(
         argument_spec={
@@ -183,7 +184,7 @@ def main():
             archive_async=p["archive_async"],
             start_fast=p["start_fast"],
         )
-        request = pb.StanzaRequest(
+        request = pb_stanza.StanzaRequest(
             p["stanza"],
             settings,
             p["config_file"],
@@ -195,13 +196,13 @@ def main():
             binary=p["binary"],
             check=p["check"],
         )
-        plan = pb.stanza_plan(request)
+        plan = pb_stanza.stanza_plan(request)
         changed = bool(plan["steps"])
         if module.check_mode:
             plan.pop("_config_text")
             verb = "would " + "; ".join(plan["steps"]) if changed else "nothing to change"
             module.exit_json(changed=changed, plan=plan, msg=f"stanza {p['stanza']}: {verb}")
-        result = pb.stanza_apply(request, plan)
+        result = pb_stanza.stanza_apply(request, plan)
         verb = "; ".join(plan["steps"]) if changed else "already configured"
         module.exit_json(changed=changed, msg=f"stanza {p['stanza']}: {verb}", **result)
     except Exception as exc:  # the one error path

@@ -29,10 +29,11 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import (
     logical_backup,
     pg,
     retention,
+    timefmt,
 )
 from ansible_collections.pgdr.supabase.plugins.module_utils import storage_assets as sa
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
-from ansible_collections.pgdr.supabase.plugins.module_utils.envstore import parse_dotenv
+from ansible_collections.pgdr.supabase.plugins.module_utils.envstore_dotenv import parse_dotenv
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 from ansible_collections.pgdr.supabase.plugins.module_utils.lock import SourceLock
 
@@ -314,7 +315,7 @@ def test_retention_never_touches_a_running_backup(sandbox, writer, prefix):
     """A daily backup whose window started 30 h ago and still uploads: its id says it is stale, it is not."""
     primary, _ = writer
     take_backup(sandbox, primary, prefix)  # a complete backup, so keep_min does not matter here
-    window = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=30)).strftime(catalog.BACKUP_ID_FORMAT)
+    window = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=30)).strftime(timefmt.COMPACT_FORMAT)
     folder = catalog.backup_prefix(prefix, "production", window)
     lock = SourceLock(primary, catalog.lock_key(prefix, "production"), f"backup {window}", renew_every=1)
     with lock:

@@ -23,6 +23,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import (
     retention,
     s3,
     selection,
+    timefmt,
 )
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
@@ -308,7 +309,7 @@ def test_pending_secures_every_unsecured_backup_and_skips_old_ones(sandbox, prim
 
 
 def make_incomplete(target, prefix, moment):
-    backup_id = moment.strftime(catalog.BACKUP_ID_FORMAT)
+    backup_id = moment.strftime(timefmt.COMPACT_FORMAT)
     target.put_bytes(catalog.backup_prefix(prefix, "production", backup_id) + "data.pgdump.zst", b"partial")
     return backup_id
 

@@ -26,7 +26,7 @@ from conftest import REPO, s3_params
 from proc_helpers import alive, descendants, find_in_tree, kill_tree, wait_for
 from test_restore_playbooks import restore_vars
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import envstore, logical_backup, logical_restore
+from ansible_collections.pgdr.supabase.plugins.module_utils import envstore, files, logical_backup, logical_restore
 
 pytestmark = pytest.mark.integration
 
@@ -258,12 +258,12 @@ def test_temporary_env_files_of_killed_writers_are_removed_and_named(tmp_path):
     env_file = tmp_path / "staging.env"
     env_file.write_text("DATABASE_URL=postgresql://u:Old-Pw@h/db\n")
     pid = int(subprocess.check_output(["sh", "-c", "echo $$"]).decode())  # a pid that has just ended
-    stale = tmp_path / f".staging.env{envstore.TEMP_MARK}{pid}-abcd1234.tmp"
+    stale = tmp_path / f".staging.env{files.TEMP_MARK}{pid}-abcd1234.tmp"
     stale.write_text("DATABASE_URL=postgresql://u:Secret-In-Clear@h/db\n")
     legacy = tmp_path / ".staging.env.k2j4h5g6.tmp"
     legacy.write_text("DATABASE_URL=postgresql://u:Secret-In-Clear@h/db\n")
     os.utime(legacy, (0, 0))
-    live = tmp_path / f".staging.env{envstore.TEMP_MARK}{os.getppid()}-live1234.tmp"  # a live writer's: kept
+    live = tmp_path / f".staging.env{files.TEMP_MARK}{os.getppid()}-live1234.tmp"  # a live writer's: kept
     live.write_text("x")
     store = envstore.make_store({"type": "dotenv", "path": str(env_file)})
     result = envstore.ensure(store, {"DATABASE_URL": "postgresql://u:New-Pw@h/db"})

@@ -15,7 +15,14 @@ from backup_helpers import drop_database, signing_key
 from conftest import s3_params
 from test_restore_playbooks import restore_vars, staging_databases
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, immutable, logical_backup, project, signing
+from ansible_collections.pgdr.supabase.plugins.module_utils import (
+    catalog,
+    immutable,
+    logical_backup,
+    project,
+    signing,
+    timefmt,
+)
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import s3_target as make_target
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
@@ -165,7 +172,7 @@ def secure(primary, secondary, manifest, prefix):
         primary,
         secondary,
         manifest,
-        immutable.utcnow() + dt.timedelta(days=1),
+        timefmt.utcnow() + dt.timedelta(days=1),
         "GOVERNANCE",
         manifest_key=catalog.manifest_key(prefix, "production", manifest["backup_id"]),
     )

@@ -13,7 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest, timefmt
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_restore as pb_restore
 from sandboxlib import pitr as pitr_sandbox
 
 pytestmark = pytest.mark.integration
@@ -179,7 +180,7 @@ def test_restore_to_a_time_keeps_exactly_the_rows_before_it(pitr, run_playbook, 
         time.sleep(0.2)
     expected = [n for (n,) in sql(sandbox, "select note from pitr_probe where at <= %s order by id", (target,))]
     assert expected == [f"before-{i}" for i in range(5)]
-    target_time = pgbackrest.iso(target)
+    target_time = timefmt.iso_exact(target)
     extra = {**pitr["vars"], "target_time": target_time, "cluster": "to-target"}
     data_dir = Path(pitr["vars"]["pgdr_pitr_root"], "to-target", "data")
 
@@ -209,7 +210,7 @@ def test_restore_to_a_time_keeps_exactly_the_rows_before_it(pitr, run_playbook, 
         assert rows == expected
         assert conn.execute("select pg_is_in_recovery()").fetchone()[0] is False
         assert conn.execute("show archive_mode").fetchone()[0] == "off"
-    marker = json.loads((data_dir / pgbackrest.MARKER).read_text())
+    marker = json.loads((data_dir / pb_restore.MARKER).read_text())
     assert marker["target_time"] == target_time and marker["port"] == port
     assert_no_secrets(run, sandbox, pitr["cipher_pass"])
 
@@ -222,7 +223,7 @@ def test_restore_to_a_time_keeps_exactly_the_rows_before_it(pitr, run_playbook, 
 
 
 def test_restore_before_the_first_backup_names_the_window(pitr, run_playbook):
-    extra = {**pitr["vars"], "target_time": pgbackrest.iso(pitr["before_backup"]), "cluster": "too-early"}
+    extra = {**pitr["vars"], "target_time": timefmt.iso_exact(pitr["before_backup"]), "cluster": "too-early"}
     run = run_playbook("playbooks/pitr_restore.yml", extra)
     assert run.rc != 0
     assert "is before the earliest restorable time" in run.stdout and "the restorable window is" in run.stdout

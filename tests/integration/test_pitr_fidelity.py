@@ -21,7 +21,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest, pitr_verify
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest, pitr_verify, timefmt
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_restore as pb_restore
 from sandboxlib import pitr as pitr_sandbox
 
 pytestmark = pytest.mark.integration
@@ -178,7 +179,7 @@ def test_rehearsal_connects_nowhere_and_names_the_planned_cluster(pitr, run_play
     """Issue 15.1: with PGHOST/PGPORT pointing elsewhere, --check of a PITR restore reads the repository, plans,
     and connects to no database: the checks list what they would do on the planned cluster."""
     insert(pitr["sandbox"], "rehearsal")
-    target = pgbackrest.iso(now(sandbox))
+    target = timefmt.iso_exact(now(sandbox))
     time.sleep(0.05)
     insert(pitr["sandbox"], "after-rehearsal")  # a commit after the target, so the target is reachable
     switch_and_wait(sandbox)
@@ -195,12 +196,12 @@ def test_rehearsal_connects_nowhere_and_names_the_planned_cluster(pitr, run_play
     assert planned["plan"]["action"] == "restore" and planned["plan"]["backup"]["label"] == pitr["label"]
     [checked] = run.results("pgdr.supabase.pitr_verify")
     assert checked["checks"] == [] and checked["would_run"] == ["migrations", "catalog", "amcheck"]
-    assert "(planned)" in checked["planned_target"] and pgbackrest.cluster_name(target) in checked["planned_target"]
+    assert "(planned)" in checked["planned_target"] and pb_restore.cluster_name(target) in checked["planned_target"]
     [smoke] = run.results("pgdr.supabase.smoke")
     assert smoke["checks"] == [] and smoke["would_run"]
     assert "PITR_RESTORE PASSED: 0 checks passed" in run.stdout
     assert not run.results("pgdr.supabase.env")[1:], "staging's env would be re-pointed at an empty DSN"
-    assert not Path(pitr["vars"]["pgdr_pitr_root"], pgbackrest.cluster_name(target)).exists()
+    assert not Path(pitr["vars"]["pgdr_pitr_root"], pb_restore.cluster_name(target)).exists()
     assert rows_of(sandbox["production"]["admin_dsn"]) == before
     assert not events(pitr), "check mode wrote a record"
 
@@ -213,13 +214,13 @@ def test_a_target_after_the_last_archived_commit_names_the_reachable_window_and_
     insert(sandbox, "last-before-quiet")
     switch_and_wait(sandbox)  # everything so far archived; the next switch by archive_timeout is 60 s away
     time.sleep(0.2)
-    target = pgbackrest.iso(now(sandbox))
+    target = timefmt.iso_exact(now(sandbox))
     extra = {**pitr["vars"], "target_time": target}
     refused = run_playbook("playbooks/pitr_restore.yml", {**extra, "pgdr_pitr_switch_wal": False})
     assert refused.rc != 0
     assert "is after the last archived commit" in refused.stdout and "the restorable window is" in refused.stdout
     assert "(the last archived commit)" in refused.stdout and "pitr_restore_switch_wal" in refused.stdout
-    assert not Path(pitr["vars"]["pgdr_pitr_root"], pgbackrest.cluster_name(target)).exists()
+    assert not Path(pitr["vars"]["pgdr_pitr_root"], pb_restore.cluster_name(target)).exists()
 
     t0 = time.monotonic()
     retried = run_playbook("playbooks/pitr_restore.yml", extra)
@@ -240,7 +241,7 @@ def test_a_failed_attempt_is_cleaned_and_the_same_command_runs_again(pitr, run_p
     """Issue 15.2: a restore that fails after the files are restored (here: an address the cluster cannot listen
     on) stops and empties its folder, keeps no repository secret, and the same command, run again, restores."""
     insert(sandbox, "before-failure")
-    target = pgbackrest.iso(now(sandbox))
+    target = timefmt.iso_exact(now(sandbox))
     insert(sandbox, "after-failure")
     switch_and_wait(sandbox)
     extra = {**pitr["vars"], "target_time": target, "cluster": "failed-then-retried"}
@@ -248,7 +249,7 @@ def test_a_failed_attempt_is_cleaned_and_the_same_command_runs_again(pitr, run_p
     failed = run_playbook("playbooks/pitr_restore.yml", {**extra, "pitr_restore_listen_addresses": "192.0.2.1"})
     assert failed.rc != 0
     assert "did not start" in failed.stdout and "run the same command again" in failed.stdout
-    assert (folder / pgbackrest.ATTEMPT).exists() and not list((folder / "data").iterdir())
+    assert (folder / pb_restore.ATTEMPT).exists() and not list((folder / "data").iterdir())
     assert not (folder / "pgbackrest.conf").exists()
     (folder / "data" / "left-by-a-killed-run").write_text("x")  # what a killed attempt could leave
 
@@ -256,7 +257,7 @@ def test_a_failed_attempt_is_cleaned_and_the_same_command_runs_again(pitr, run_p
     assert again.rc == 0, again.stdout[-4000:]
     [result] = again.results("pgdr.supabase.pgbackrest_restore")
     assert result["changed"] and result["cleaned_failed_attempt"]["target_time"] == target
-    assert not (folder / pgbackrest.ATTEMPT).exists() and not (folder / "data" / "left-by-a-killed-run").exists()
+    assert not (folder / pb_restore.ATTEMPT).exists() and not (folder / "data" / "left-by-a-killed-run").exists()
     assert rows_of(restored_dsn(sandbox, result["port"]))[-1] == "before-failure"
     pitr["retried"] = result
 
@@ -270,7 +271,7 @@ def test_two_identical_restores_are_both_recorded_with_the_moment_restored(pitr,
     time.sleep(0.05)
     insert(sandbox, "after-target")
     switch_and_wait(sandbox)
-    target = pgbackrest.iso(moment)
+    target = timefmt.iso_exact(moment)
     extra = {**pitr["vars"], **record_vars(pitr, tmp_path), "restore_method": "pitr", "target_time": target}
     t0 = time.monotonic()
     first = run_playbook("restore.yml", extra)
@@ -278,7 +279,7 @@ def test_two_identical_restores_are_both_recorded_with_the_moment_restored(pitr,
     assert first.rc == 0, first.stdout[-5000:]
     assert first.changed() > 0
     [restored] = first.results("pgdr.supabase.pgbackrest_restore")
-    assert restored["name"] == pgbackrest.cluster_name(target)
+    assert restored["name"] == pb_restore.cluster_name(target)
     [checked] = first.results("pgdr.supabase.pitr_verify")
     names = {c["name"]: c for c in checked["checks"]}
     assert set(names) == {"migrations", "catalog", "amcheck"} and all(c["ok"] for c in names.values()), names

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import envstore
+from ansible_collections.pgdr.supabase.plugins.module_utils import envstore_dotenv
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def assert_no_secrets(run, state):
 
 
 def db_urls(path):
-    values = envstore.parse_dotenv(path.read_text())
+    values = envstore_dotenv.parse_dotenv(path.read_text())
     return values["SUPABASE_DB_URL"], values["DATABASE_URL"]
 
 

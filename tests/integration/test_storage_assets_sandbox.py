@@ -194,7 +194,7 @@ def test_restore_of_a_damaged_copy_fails_and_writes_nothing(run_playbook, sandbo
 
 
 def test_config_snapshot_has_names_and_no_values(run_playbook, sandbox, s3_target, prefix, tmp_path):
-    from ansible_collections.pgdr.supabase.plugins.module_utils.envstore import parse_dotenv
+    from ansible_collections.pgdr.supabase.plugins.module_utils.envstore_dotenv import parse_dotenv
 
     source_env = Path(sandbox["env_files"]["production"]).read_text()
     env_file = tmp_path / "production.env"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -320,20 +319,6 @@ def test_textfile_ignores_freshness_events(tmp_path):
     event = alerts.freshness_event("p", [{"name": "logical", "ok": False, "details": "old"}])
     records = alerts.deliver([{"type": "prometheus_textfile", "dir": str(tmp_path)}], event)
     assert records[0]["skipped"] is True and list(tmp_path.iterdir()) == []
-
-
-def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
-    path = tmp_path / "m.prom"
-    path.write_text("old\n")
-
-    def broken_replace(*_args):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
-        alerts.write_atomically(str(path), "new\n")
-    assert path.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["m.prom"]
 
 
 # --- the pgdr.supabase.notify module ---------------------------------------------------------------------------

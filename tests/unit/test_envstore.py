@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import envstore, promote
+from ansible_collections.pgdr.supabase.plugins.module_utils import (
+    envstore,
+    envstore_common,
+    envstore_dotenv,
+    files,
+    promote,
+)
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,21 +51,21 @@ def dotenv(path):
 
 class TestMask:
     def test_url_keeps_shape_hides_password(self):
-        assert envstore.mask(OLD) == "postgresql://postgres:********@db.old.example:5432/postgres"
+        assert envstore_common.mask(OLD) == "postgresql://postgres:********@db.old.example:5432/postgres"
 
     def test_url_query_secrets_are_masked(self):
-        masked = envstore.mask("postgresql://u@h/db?sslmode=require&password=Hunter2Hunter2")
+        masked = envstore_common.mask("postgresql://u@h/db?sslmode=require&password=Hunter2Hunter2")
         assert "Hunter2Hunter2" not in masked and "sslmode=require" in masked
 
     def test_other_values_show_last_four_only_when_long(self):
-        assert envstore.mask("abcdefghijkl1234") == "****1234"
-        assert envstore.mask("short-pw") == "****"
-        assert envstore.mask(None) == "(absent)"
+        assert envstore_common.mask("abcdefghijkl1234") == "****1234"
+        assert envstore_common.mask("short-pw") == "****"
+        assert envstore_common.mask(None) == "(absent)"
 
 
 class TestDotenvText:
     def test_parse_quotes_exports_and_comments(self):
-        values = envstore.parse_dotenv(ORIGINAL)
+        values = envstore_dotenv.parse_dotenv(ORIGINAL)
         assert values["SUPABASE_DB_URL"] == OLD
         assert values["DATABASE_URL"] == OLD
         assert values["SUPABASE_ANON_KEY"] == "anon key with spaces"
@@ -70,11 +76,11 @@ class TestDotenvText:
         ["plain", "with space", "it's", 'quote " and \\ backslash', "multi\nline", "dollar $HOME ${X}", "#hash", ""],
     )
     def test_any_value_round_trips(self, value):
-        text = envstore.render_dotenv("A=1\n", {"A": value, "B": value})
-        assert envstore.parse_dotenv(text) == {"A": value, "B": value}
+        text = envstore_dotenv.render_dotenv("A=1\n", {"A": value, "B": value})
+        assert envstore_dotenv.parse_dotenv(text) == {"A": value, "B": value}
 
     def test_only_the_written_lines_change_byte_for_byte(self):
-        text = envstore.render_dotenv(ORIGINAL, {"DATABASE_URL": NEW})
+        text = envstore_dotenv.render_dotenv(ORIGINAL, {"DATABASE_URL": NEW})
         old_lines, new_lines = ORIGINAL.splitlines(keepends=True), text.splitlines(keepends=True)
         assert len(old_lines) == len(new_lines)
         changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
@@ -82,17 +88,17 @@ class TestDotenvText:
         assert new_lines[4] == f"DATABASE_URL={NEW}   # inline comment\r\n"
 
     def test_quoting_and_export_of_the_line_are_kept(self):
-        text = envstore.render_dotenv(ORIGINAL, {"SUPABASE_DB_URL": NEW})
+        text = envstore_dotenv.render_dotenv(ORIGINAL, {"SUPABASE_DB_URL": NEW})
         assert f'export SUPABASE_DB_URL="{NEW}"\r\n' in text
 
     def test_new_names_are_appended_with_the_files_line_ending(self):
-        text = envstore.render_dotenv(ORIGINAL, {"NEW_ONE": "x y"})
+        text = envstore_dotenv.render_dotenv(ORIGINAL, {"NEW_ONE": "x y"})
         assert text == ORIGINAL + "\r\nNEW_ONE='x y'"
-        assert envstore.render_dotenv("A=1\n", {"B": "2"}) == "A=1\nB=2\n"
-        assert envstore.render_dotenv(text, {}, remove={"NEW_ONE"}) == ORIGINAL
+        assert envstore_dotenv.render_dotenv("A=1\n", {"B": "2"}) == "A=1\nB=2\n"
+        assert envstore_dotenv.render_dotenv(text, {}, remove={"NEW_ONE"}) == ORIGINAL
 
     def test_remove_drops_only_that_line(self):
-        text = envstore.render_dotenv(ORIGINAL, {}, remove={"DATABASE_URL"})
+        text = envstore_dotenv.render_dotenv(ORIGINAL, {}, remove={"DATABASE_URL"})
         assert text == ORIGINAL.replace(f"DATABASE_URL={OLD}   # inline comment\r\n", "")
 
 
@@ -100,7 +106,7 @@ class TestDotenvStore:
     def test_write_keeps_other_bytes_and_mode(self, env_file):
         store = dotenv(env_file)
         store.write({"DATABASE_URL": NEW})
-        assert env_file.read_bytes() == envstore.render_dotenv(ORIGINAL, {"DATABASE_URL": NEW}).encode()
+        assert env_file.read_bytes() == envstore_dotenv.render_dotenv(ORIGINAL, {"DATABASE_URL": NEW}).encode()
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o640
         assert store.read(["DATABASE_URL", "SUPABASE_DB_URL", "MISSING"]) == {
             "DATABASE_URL": NEW,
@@ -120,7 +126,7 @@ class TestDotenvStore:
         def broken_replace(src, dst):
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(envstore.os, "replace", broken_replace)
+        monkeypatch.setattr(files.os, "replace", broken_replace)
         with pytest.raises(DRError) as err:
             dotenv(env_file).write({"DATABASE_URL": NEW})
         assert env_file.read_bytes() == ORIGINAL.encode()
@@ -133,7 +139,7 @@ class TestDotenvStore:
         link.symlink_to(env_file)
         dotenv(link).write({"DATABASE_URL": NEW})
         assert link.is_symlink()
-        assert envstore.parse_dotenv(env_file.read_text())["DATABASE_URL"] == NEW
+        assert envstore_dotenv.parse_dotenv(env_file.read_text())["DATABASE_URL"] == NEW
 
     def test_missing_folder_is_a_clear_error_even_in_check_mode(self, tmp_path):
         store = dotenv(tmp_path / "nope" / "app.env")
@@ -146,7 +152,7 @@ class TestDotenvStore:
         assert "variable DATABASE_URL" in str(err.value)
 
     def test_not_writable_is_a_clear_error(self, env_file, monkeypatch):
-        monkeypatch.setattr(envstore.os, "access", lambda *a, **k: False)
+        monkeypatch.setattr(os, "access", lambda *a, **k: False)
         with pytest.raises(DRError) as err:
             dotenv(env_file).write({"DATABASE_URL": NEW})
         text = str(err.value)
@@ -157,7 +163,7 @@ class TestDotenvStore:
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(envstore.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
         with pytest.raises(DRError) as err:
             dotenv(env_file).write({"DATABASE_URL": NEW})
         assert "Permission denied" in str(err.value) and "DATABASE_URL" in str(err.value)
@@ -165,7 +171,7 @@ class TestDotenvStore:
 
 class TestPlanAndEnsure:
     def test_plan_actions_without_values(self):
-        steps = envstore.plan({"A": "1", "B": "2", "C": None}, {"A": "1", "B": "3", "C": "4"})
+        steps = envstore_common.plan({"A": "1", "B": "2", "C": None}, {"A": "1", "B": "3", "C": "4"})
         assert steps == [
             {"name": "A", "action": "unchanged"},
             {"name": "B", "action": "change"},
@@ -173,7 +179,7 @@ class TestPlanAndEnsure:
         ]
 
     def test_masked_diff_never_holds_the_value(self):
-        diff = envstore.masked_diff(
+        diff = envstore_common.masked_diff(
             {"A": OLD, "K": "sk_live_abcdefgh12345678"}, {"A": NEW, "K": "sk_live_zz9876543210"}
         )
         text = json.dumps(diff)
@@ -184,7 +190,7 @@ class TestPlanAndEnsure:
 
     def test_a_password_only_change_still_shows(self):
         same_host = OLD.replace("Old-Secret-Pw-111", "Other-Pw-999")
-        diff = envstore.masked_diff({"A": OLD}, {"A": same_host})
+        diff = envstore_common.masked_diff({"A": OLD}, {"A": same_host})
         assert "changed" in diff["after"]
 
     def test_ensure_check_mode_writes_nothing_then_applies(self, env_file):

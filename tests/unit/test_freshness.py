@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from alert_receiver import Receiver, closed_port
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, freshness
+from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, freshness, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 DAY = 86400
@@ -69,8 +69,8 @@ def manifest(backup_id, finished_at):
         "manifest_version": 1,
         "backup_id": backup_id,
         "source": {"name": "production"},
-        "started_at": catalog.isoformat(datetime.fromtimestamp(finished_at - 5, UTC)),
-        "finished_at": catalog.isoformat(datetime.fromtimestamp(finished_at, UTC)),
+        "started_at": timefmt.iso(datetime.fromtimestamp(finished_at - 5, UTC)),
+        "finished_at": timefmt.iso(datetime.fromtimestamp(finished_at, UTC)),
         "duration_s": 5,
         "objects": [
             {

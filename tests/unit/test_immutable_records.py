@@ -11,7 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import immutable
+from ansible_collections.pgdr.supabase.plugins.module_utils import immutable, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import S3Target, b64_sha256
 
@@ -45,7 +45,7 @@ def put_locked(target, key, body):
         "sha256": hashlib.sha256(body).hexdigest(),
         "version_id": resp["VersionId"],
         "etag": head["ETag"].strip('"'),
-        "retain_until": immutable._iso(UNTIL),
+        "retain_until": timefmt.iso(UNTIL),
         "verified": True,
     }
 

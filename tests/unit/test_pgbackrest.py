@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest as pb
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_repo as pb_repo
+from ansible_collections.pgdr.supabase.plugins.module_utils import pgbackrest_restore as pb_restore
+from ansible_collections.pgdr.supabase.plugins.module_utils import timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 SECRET = "s3-secret-abcdef"
@@ -58,7 +61,7 @@ def at(ts):
 
 
 def summary(newest_wal_ts=5000, **kw):
-    s = pb.parse_info(info_entry(BACKUPS, **kw))
+    s = pb_repo.parse_info(info_entry(BACKUPS, **kw))
     s["newest_wal_ts"] = newest_wal_ts
     return s
 
@@ -67,8 +70,8 @@ def test_parse_time_reads_iso_forms_and_treats_naive_as_utc():
     expected = datetime(2026, 11, 28, 21, 14, 9, tzinfo=UTC)
     for text in ("2026-11-28T21:14:09Z", "2026-11-28 22:14:09+01:00", "2026-11-28T21:14:09", "2026-11-28 21:14:09+00"):
         assert pb.parse_time(text) == expected
-    assert pb.pg_time(expected) == "2026-11-28 21:14:09.000000+00"
-    assert pb.iso(expected.timestamp()) == "2026-11-28T21:14:09Z"
+    assert pb_restore.pg_time(expected) == "2026-11-28 21:14:09.000000+00"
+    assert timefmt.iso_exact(expected.timestamp()) == "2026-11-28T21:14:09Z"
     with pytest.raises(DRError, match="cannot read the target time"):
         pb.parse_time("yesterday")
 
@@ -113,24 +116,24 @@ def test_bad_inputs_are_refused():
 
 
 def test_info_states_missing_stanza_wrong_passphrase_and_no_backups():
-    missing = pb.parse_info({"name": "x", "status": {"code": 1, "message": "missing stanza path"}})
+    missing = pb_repo.parse_info({"name": "x", "status": {"code": 1, "message": "missing stanza path"}})
     assert not missing["exists"]
     with pytest.raises(DRError, match="stanza 'x' does not exist"):
-        pb.check_info(missing)
-    wrong = pb.parse_info(
+        pb_repo.check_info(missing)
+    wrong = pb_repo.parse_info(
         info_entry(code=99, message="other", repo_message="[FormatError] unable to load info file 'a':\n\x00garbage")
     )
     with pytest.raises(DRError, match="cipher passphrase is wrong") as err:
-        pb.check_info(wrong)
+        pb_repo.check_info(wrong)
     assert "garbage" not in str(err.value)
-    pb.check_info(pb.parse_info(info_entry(code=2, message="no valid backups")))
+    pb_repo.check_info(pb_repo.parse_info(info_entry(code=2, message="no valid backups")))
 
 
 def test_choose_backup_takes_the_newest_ended_before_the_target():
     s = summary()
-    assert pb.choose_backup(s, at(2500))[0]["label"] == "F1_I2"
-    assert pb.choose_backup(s, at(3000))[0]["label"] == "F3"
-    assert pb.choose_backup(s, at(1000))[0]["label"] == "F1"
+    assert pb_repo.choose_backup(s, at(2500))[0]["label"] == "F1_I2"
+    assert pb_repo.choose_backup(s, at(3000))[0]["label"] == "F3"
+    assert pb_repo.choose_backup(s, at(1000))[0]["label"] == "F1"
 
 
 @pytest.mark.parametrize(
@@ -139,28 +142,28 @@ def test_choose_backup_takes_the_newest_ended_before_the_target():
 )
 def test_choose_backup_outside_the_window_names_it(target, words):
     with pytest.raises(DRError, match=words) as err:
-        pb.choose_backup(summary(), datetime.fromtimestamp(target, tz=UTC))
+        pb_repo.choose_backup(summary(), datetime.fromtimestamp(target, tz=UTC))
     assert "1970-01-01T00:16:40Z .. 1970-01-01T01:23:20Z" in str(err.value)
 
 
 def test_choose_backup_with_no_backups_says_take_one():
-    s = pb.parse_info(info_entry(()))
+    s = pb_repo.parse_info(info_entry(()))
     s["newest_wal_ts"] = None
     with pytest.raises(DRError, match="no complete backup"):
-        pb.choose_backup(s, at(100))
+        pb_repo.choose_backup(s, at(100))
 
 
 def test_freshness_against_thresholds():
-    fresh = pb.freshness(summary(newest_wal_ts=5000), now=5100, max_wal_age_s=300, max_base_age_s=1000)
+    fresh = pb_repo.freshness(summary(newest_wal_ts=5000), now=5100, max_wal_age_s=300, max_base_age_s=1000)
     assert fresh["newest_wal_age_s"] == 100 and fresh["rpo_ok"]
     assert fresh["newest_base_backup_age_s"] == 2100 and not fresh["base_ok"]
-    empty = pb.freshness({"backups": [], "newest_wal_ts": None}, now=1)
+    empty = pb_repo.freshness({"backups": [], "newest_wal_ts": None}, now=1)
     assert not empty["rpo_ok"] and not empty["base_ok"] and empty["newest_wal_age_s"] is None
 
 
 def test_backup_plan_turns_incr_into_full_without_a_full_backup():
-    assert pb.backup_plan(pb.parse_info(info_entry(())), "incr")["type"] == "full"
-    plan = pb.backup_plan(summary(), "incr")
+    assert pb_repo.backup_plan(pb_repo.parse_info(info_entry(())), "incr")["type"] == "full"
+    plan = pb_repo.backup_plan(summary(), "incr")
     assert plan["type"] == "incr" and plan["note"] is None and plan["newest"]["label"] == "F3"
 
 
@@ -207,9 +210,9 @@ def test_classify_names_the_cause(text, words):
     ],
 )
 def test_cluster_names_come_from_the_normalised_utc_instant(a, b, same):
-    assert (pb.cluster_name(a) == pb.cluster_name(b)) is same
-    assert pb.cluster_name("2026-11-28T18:47:13+00:01") == "pitr-20261128T184613Z"
-    assert pb.cluster_name("2026-11-28T18:47:13.0001Z") == "pitr-20261128T184713.000100Z"
+    assert (pb_restore.cluster_name(a) == pb_restore.cluster_name(b)) is same
+    assert pb_restore.cluster_name("2026-11-28T18:47:13+00:01") == "pitr-20261128T184613Z"
+    assert pb_restore.cluster_name("2026-11-28T18:47:13.0001Z") == "pitr-20261128T184713.000100Z"
 
 
 WALDUMP = """\
@@ -232,24 +235,26 @@ def test_the_last_transaction_end_is_read_from_pg_waldump_to_the_microsecond():
 def test_the_window_ends_at_the_last_archived_commit_and_a_later_target_names_the_switch():
     s = summary()
     s["last_commit_ts"] = 4000.5
-    assert pb.window_text(s) == "1970-01-01T00:16:40Z .. 1970-01-01T01:06:40.500000Z (the last archived commit)"
-    assert pb.choose_backup(s, at(4000.5))[0]["label"] == "F3"
+    assert pb_repo.window_text(s) == "1970-01-01T00:16:40Z .. 1970-01-01T01:06:40.500000Z (the last archived commit)"
+    assert pb_repo.choose_backup(s, at(4000.5))[0]["label"] == "F3"
     with pytest.raises(DRError, match="is after the last archived commit") as err:
-        pb.choose_backup(s, at(4500), after_hint="let the run force a WAL switch")
+        pb_repo.choose_backup(s, at(4500), after_hint="let the run force a WAL switch")
     assert "replay could not reach it" in str(err.value) and "force a WAL switch" in str(err.value)
     s["last_commit_ts"] = None
-    assert "(no commit archived since the backup)" in pb.window_text(s)
+    assert "(no commit archived since the backup)" in pb_repo.window_text(s)
 
 
 def test_the_record_of_the_moment_restored_measures_rpo_against_the_target(tmp_path):
-    req = pb.RestoreRequest("production", repo(), pb.parse_time("2026-12-01T10:00:10Z"), str(tmp_path / "c" / "data"))
+    req = pb_restore.RestoreRequest(
+        "production", repo(), pb.parse_time("2026-12-01T10:00:10Z"), str(tmp_path / "c" / "data")
+    )
     plan = {"backup": {"label": "F3", "type": "full"}, "window": "w", "restore_to": "2026-12-01T10:00:10Z"}
-    point = pb.point_in_time(req, plan, "2026-12-01T10:00:07.250000Z", 2)
+    point = pb_restore.point_in_time(req, plan, "2026-12-01T10:00:07.250000Z", 2)
     assert point["rpo_s"] == 2.75 and point["timeline"] == 2 and point["base_backup"] == "F3"
     assert point["stopped_by"] == "time" and point["target_time"] == "2026-12-01T10:00:10Z"
-    assert pb.point_in_time(req, dict(plan, stop_lsn="0/7000028"), None, 2)["rpo_s"] is None
-    assert pb.point_in_time(req, dict(plan, stop_lsn="0/7000028"), None, 2)["stopped_by"] == "lsn 0/7000028"
-    assert req.attempt_file == str(tmp_path / "c" / pb.ATTEMPT)
+    assert pb_restore.point_in_time(req, dict(plan, stop_lsn="0/7000028"), None, 2)["rpo_s"] is None
+    assert pb_restore.point_in_time(req, dict(plan, stop_lsn="0/7000028"), None, 2)["stopped_by"] == "lsn 0/7000028"
+    assert req.attempt_file == str(tmp_path / "c" / pb_restore.ATTEMPT)
 
 
 def test_the_runbook_password_is_sent_as_a_scram_verifier():
@@ -258,7 +263,7 @@ def test_the_runbook_password_is_sent_as_a_scram_verifier():
     import hmac
 
     salt = b"0123456789abcdef"
-    text = pb.scram_verifier("own-password", salt=salt)
+    text = pb_restore.scram_verifier("own-password", salt=salt)
     assert text.startswith("SCRAM-SHA-256$4096:") and "own-password" not in text
     head, keys = text.split("$")[1:]
     stored, server = (base64.b64decode(k) for k in keys.split(":"))
@@ -272,10 +277,10 @@ def test_a_data_folder_left_by_a_failed_attempt_is_planned_for_cleaning_not_refu
     data = tmp_path / "c" / "data"
     data.mkdir(parents=True)
     (data / "PG_VERSION").write_text("15\n")
-    req = pb.RestoreRequest("production", repo(), at(2500), str(data))
+    req = pb_restore.RestoreRequest("production", repo(), at(2500), str(data))
     with pytest.raises(DRError, match="exists and is not empty"):
-        pb.restore_plan(req)
-    (tmp_path / "c" / pb.ATTEMPT).write_text('{"target_time": "x"}')
+        pb_restore.restore_plan(req)
+    (tmp_path / "c" / pb_restore.ATTEMPT).write_text('{"target_time": "x"}')
 
     class Reader:
         def info(self):
@@ -287,9 +292,9 @@ def test_a_data_folder_left_by_a_failed_attempt_is_planned_for_cleaning_not_refu
         def newest_wal_time(self, archive):
             return 5000
 
-    monkeypatch.setattr(pb.RestoreRequest, "reader", lambda self: Reader())
-    plan = pb.restore_plan(req)
+    monkeypatch.setattr(pb_restore.RestoreRequest, "reader", lambda self: Reader())
+    plan = pb_restore.restore_plan(req)
     assert plan["action"] == "restore" and plan["clean_failed"] and plan["failed_attempt"] == {"target_time": "x"}
     assert plan["stop_lsn"] is None and plan["backup"]["label"] == "F1_I2"
-    exact = pb.restore_plan(pb.RestoreRequest("production", repo(), at(4000), str(data)))
+    exact = pb_restore.restore_plan(pb_restore.RestoreRequest("production", repo(), at(4000), str(data)))
     assert exact["stop_lsn"] == "0/7000028", "a target at the last commit itself stops by its LSN"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import alerts, catalog, proof, selection
+from ansible_collections.pgdr.supabase.plugins.module_utils import alerts, catalog, proof, selection, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 NOW = datetime(2026, 9, 12, 12, 0, tzinfo=UTC).timestamp()
@@ -52,8 +52,8 @@ def add_backup(target, backup_id, started, size=1000):
         "manifest_version": 2,
         "backup_id": backup_id,
         "source": {"name": "production", "database_size": size},
-        "started_at": catalog.isoformat(datetime.fromtimestamp(started, UTC)),
-        "finished_at": catalog.isoformat(datetime.fromtimestamp(started + 5, UTC)),
+        "started_at": timefmt.iso(datetime.fromtimestamp(started, UTC)),
+        "finished_at": timefmt.iso(datetime.fromtimestamp(started + 5, UTC)),
         "duration_s": 5,
         "objects": [],
     }

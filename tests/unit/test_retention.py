@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from ansible_collections.pgdr.supabase.plugins.module_utils import catalog, immutable, retention
+from ansible_collections.pgdr.supabase.plugins.module_utils import immutable, retention, timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
@@ -15,7 +15,7 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 def row(days_ago, complete=True, hours=0):
     moment = NOW - dt.timedelta(days=days_ago, hours=hours)
-    return {"backup_id": moment.strftime(catalog.BACKUP_ID_FORMAT), "complete": complete, "size": 10}
+    return {"backup_id": moment.strftime(timefmt.COMPACT_FORMAT), "complete": complete, "size": 10}
 
 
 def by_age(decisions):
@@ -220,7 +220,7 @@ def test_an_incomplete_backup_is_aged_by_its_last_write_not_its_id():
     late = row(0, complete=False, hours=30)
     late["last_activity"] = NOW - dt.timedelta(minutes=10)
     idle = row(0, complete=False, hours=30)
-    idle["backup_id"] = (NOW - dt.timedelta(hours=31)).strftime(catalog.BACKUP_ID_FORMAT)
+    idle["backup_id"] = (NOW - dt.timedelta(hours=31)).strftime(timefmt.COMPACT_FORMAT)
     idle["last_activity"] = NOW - dt.timedelta(hours=25)
     decisions = {d["backup_id"]: d for d in retention.plan_retention([late, idle, row(1)], NOW, grace_hours=24)}
     assert decisions[late["backup_id"]]["action"] == "keep"
