@@ -20,8 +20,11 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
+from ansible_collections.pgdr.supabase.plugins.module_utils.timefmt import from_unix, iso_seconds, utcnow
 
 DEFAULT_API_URL = "https://api.supabase.com"
+
+
 TOKEN_PATTERN = re.compile(r"^sbp_(oauth_)?[a-f0-9]{40}$")
 REF_PATTERN = re.compile(r"^[a-z]{20}$")
 USER_AGENT = "pgdr/0.1.0"
@@ -112,7 +115,7 @@ def parse_retry_after(value, now=None):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     return max(0.0, (when - now).total_seconds())
 
 
@@ -127,14 +130,6 @@ def retry_delay(attempt, retry_after=None, base=0.5, cap=30.0, rng=random.random
     return rng() * min(cap, base * (2**attempt))
 
 
-def to_datetime(unix):
-    return datetime.fromtimestamp(int(unix), UTC)
-
-
-def iso(dt):
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if dt else None
-
-
 def parse_target(value):
     """A recovery target from an int/float unix time, a string of digits, or ISO-8601 with a time zone.
 
@@ -147,10 +142,10 @@ def parse_target(value):
             hint="pass target_time as ISO-8601 with a zone (2026-11-28T10:15:00Z) or as unix seconds",
         )
     if isinstance(value, int | float):
-        return to_datetime(value)
+        return from_unix(int(value))
     text = str(value).strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return to_datetime(float(text))
+        return from_unix(int(float(text)))
     try:
         parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
     except ValueError:
@@ -182,7 +177,7 @@ def pitr_window(backups_response):
     latest = data.get("latest_physical_backup_date_unix")
     if earliest is None or latest is None:
         return None
-    return to_datetime(earliest), to_datetime(latest)
+    return from_unix(int(earliest)), from_unix(int(latest))
 
 
 @dataclass(frozen=True)
@@ -206,10 +201,10 @@ class TargetDecision:
     def as_dict(self):
         return {
             "verdict": self.verdict,
-            "target": iso(self.target),
+            "target": iso_seconds(self.target),
             "target_unix": self.target_unix,
-            "earliest": iso(self.earliest),
-            "latest": iso(self.latest),
+            "earliest": iso_seconds(self.earliest),
+            "latest": iso_seconds(self.latest),
             "earliest_unix": int(self.earliest.timestamp()) if self.earliest else None,
             "latest_unix": int(self.latest.timestamp()) if self.latest else None,
             "message": self.message,
@@ -227,14 +222,14 @@ def clamp_target(target, window):
     if window is None:
         return TargetDecision("no_window", target, None, None, "the project has no PITR window (PITR is off)")
     earliest, latest = window
-    span = f"{iso(earliest)} .. {iso(latest)}"
+    span = f"{iso_seconds(earliest)} .. {iso_seconds(latest)}"
     if target < earliest:
         return TargetDecision(
             "before_earliest",
             target,
             earliest,
             latest,
-            f"{iso(target)} is before the earliest restorable time {iso(earliest)} (window {span})",
+            f"{iso_seconds(target)} is before the earliest restorable time {iso_seconds(earliest)} (window {span})",
         )
     if target > latest:
         return TargetDecision(
@@ -242,10 +237,10 @@ def clamp_target(target, window):
             target,
             earliest,
             latest,
-            f"{iso(target)} is after the latest restorable time {iso(latest)} (window {span}; the upper bound lags "
-            "real time by 1-2 minutes as WAL is archived)",
+            f"{iso_seconds(target)} is after the latest restorable time {iso_seconds(latest)} (window {span}; the "
+            "upper bound lags real time by 1-2 minutes as WAL is archived)",
         )
-    return TargetDecision("in_range", target, earliest, latest, f"{iso(target)} is inside the window {span}")
+    return TargetDecision("in_range", target, earliest, latest, f"{iso_seconds(target)} is inside the window {span}")
 
 
 def mask_key(value):
@@ -677,8 +672,8 @@ def backups_summary(response):
         "window": None
         if window is None
         else {
-            "earliest": iso(window[0]),
-            "latest": iso(window[1]),
+            "earliest": iso_seconds(window[0]),
+            "latest": iso_seconds(window[1]),
             "earliest_unix": int(window[0].timestamp()),
             "latest_unix": int(window[1].timestamp()),
         },
@@ -749,7 +744,7 @@ def plan_pitr_restore(api, ref, target_time):
             decision.message,
             step="check target time",
             subject=f"project {ref}",
-            hint=f"choose a target_time between {iso(decision.earliest)} and {iso(decision.latest)}",
+            hint=f"choose a target_time between {iso_seconds(decision.earliest)} and {iso_seconds(decision.latest)}",
         )
     status = project.get("status")
     if status not in RESTORABLE:
@@ -774,5 +769,5 @@ def plan_pitr_restore(api, ref, target_time):
         "in_place": True,
         "target": decision.as_dict(),
         "window": summary["window"],
-        "warning": f"project {ref} goes offline and every change after {iso(decision.target)} is lost",
+        "warning": f"project {ref} goes offline and every change after {iso_seconds(decision.target)} is lost",
     }

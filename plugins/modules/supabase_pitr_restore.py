@@ -106,15 +106,13 @@ msg:
   type: str
 """
 
-from datetime import UTC, datetime
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail
 
 
 def main():
-    from ansible_collections.pgdr.supabase.plugins.module_utils import supabase_api
+    from ansible_collections.pgdr.supabase.plugins.module_utils import supabase_api, timefmt
 
     module = AnsibleModule(
         argument_spec={
@@ -150,7 +148,7 @@ def main():
         }
         if module.check_mode:
             module.exit_json(msg=f"would restore project {ref} in place to {target['target']}", **result)
-        result["requested_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        result["requested_at"] = timefmt.iso_seconds(timefmt.utcnow())
         api.restore_pitr(ref, target["target_unix"])
         if p["wait_timeout"] <= 0:
             module.exit_json(msg=f"restore of project {ref} to {target['target']} requested; not waited", **result)
