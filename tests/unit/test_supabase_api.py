@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import supabase_api as sa
@@ -637,37 +636,13 @@ def argument_spec_of(name):
     return captured["spec"], captured["kwargs"]
 
 
-def documented_options(doc):
-    """The module's options with its doc fragments' merged in (the module's own win, as in Ansible)."""
-    options = {}
-    for fragment in doc.get("extends_documentation_fragment") or []:
-        path = Path(__file__).resolve().parents[2] / "plugins" / "doc_fragments" / f"{fragment.rsplit('.', 1)[-1]}.py"
-        spec = importlib.util.spec_from_file_location(f"_pgdr_fragment_{fragment}", path)
-        loaded = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(loaded)
-        options.update(yaml.safe_load(loaded.ModuleDocFragment.DOCUMENTATION)["options"])
-    options.update(doc.get("options") or {})
-    return options
-
-
 class TestModules:
     @pytest.mark.parametrize("name", MODULES)
-    def test_documentation_matches_the_argument_spec(self, name):
-        module = load_module(name)
-        doc = yaml.safe_load(module.DOCUMENTATION)
+    def test_the_token_is_no_log(self, name):
+        """Docs against the spec: validate-modules (make sanity). Here: the token is no_log=True."""
         spec, kwargs = argument_spec_of(name)
         assert kwargs["supports_check_mode"] is True
-        assert doc["attributes"]["check_mode"]["support"] == "full"
-        options = documented_options(doc)
-        assert set(options) == set(spec)
-        for key, option in spec.items():
-            documented = options[key]
-            assert documented.get("type", "str") == option.get("type", "str"), key
-            assert documented.get("default") == option.get("default"), key
-            assert bool(documented.get("required")) == bool(option.get("required")), key
         assert spec["token"]["no_log"] is True
-        assert yaml.safe_load(module.EXAMPLES)
-        assert all(v.get("description") and v.get("type") for v in yaml.safe_load(module.RETURN).values())
 
     @pytest.mark.parametrize("check_mode", [False, True])
     @pytest.mark.parametrize("confirm", [None, "yes", "abcdefghijklmnopqrsx"])
