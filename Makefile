@@ -51,7 +51,7 @@ drill: setup ## Start the sandbox, back it up, restore the backup into staging a
 	scripts/drill
 
 # The suite runs on two workers, each with a sandbox of its own; a file's tests stay on one worker.
-test: setup test-clients lint ## Run every lint and every test (what CI runs; installs chromium and the Supabase CLI for tests)
+test: setup test-clients lint sanity ## Every lint, ansible-test sanity and every test (what CI runs; installs the test clients)
 	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 lint: setup ## ruff, yamllint, ansible-lint (production profile), playbook syntax checks
@@ -63,12 +63,12 @@ lint: setup ## ruff, yamllint, ansible-lint (production profile), playbook synta
 	  $(BIN)/ansible-playbook --syntax-check "$$p" >/dev/null || exit 1; \
 	done; echo "syntax-check: every playbook parses"
 
-# ansible-test sanity on the collection, from a copy at .sanity/ansible_collections/pgdr/supabase (ansible-test needs
-# that path; the collections/ symlink resolves back here). tests/sanity/run.py stages the files git would commit and
-# runs every test this machine can run, each in a virtualenv of ansible-test's own exact pins, cached in .sanity/home
-# (the first run downloads them from PyPI: a few minutes; later runs about a minute). Exceptions, each with its
-# reason, are in tests/sanity/ignore-2.19.txt. Not run here: none skipped; pslint and shellcheck find no PowerShell or
-# shell files to check. SANITY_ARGS passes options on, e.g. SANITY_ARGS='--test validate-modules'.
+# ansible-test sanity on the collection (tests/sanity/README.md): run.py copies the files git would commit to
+# .sanity/ansible_collections/pgdr/supabase (ansible-test needs that path; the collections/ symlink resolves back
+# here) and runs all 24 tests for Python 3.11, each in a virtualenv of ansible-test's exact pins cached in
+# .sanity/home (first run: a few minutes of PyPI downloads; then about 2.5 minutes). Nothing is skipped; shellcheck
+# and pslint find no shell or PowerShell files, changelog no changelogs/ (CHANGELOG.md is kept by hand).
+# Exceptions, each with its reason: tests/sanity/ignore-2.19.txt. SANITY_ARGS='--test validate-modules' runs one.
 SANITY_ARGS ?=
 sanity: setup ## ansible-test sanity: validate-modules, pylint, pep8, yamllint, import, compile, ansible-doc, ...
 	$(BIN)/python tests/sanity/run.py $(SANITY_ARGS)

@@ -1,7 +1,22 @@
 # Copyright: the pgdr authors. GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters for connection strings: point one at another database, and mask its password for display."""
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from ansible.errors import AnsibleFilterError
+
+try:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+except ImportError as exc:  # the controller's Python lacks psycopg: said when a filter is used, not at load time
+    PSYCOPG_IMPORT_ERROR = exc
+else:
+    PSYCOPG_IMPORT_ERROR = None
+
+
+def _need_psycopg():
+    if PSYCOPG_IMPORT_ERROR is not None:
+        raise AnsibleFilterError(
+            f"the pgdr.supabase dsn filters need psycopg on the controller ({PSYCOPG_IMPORT_ERROR}): "
+            "install the collection's requirements (requirements-runtime.txt) into the Python that runs Ansible"
+        )
 
 
 def dsn_database(dsn, database):
@@ -15,6 +30,7 @@ def dsn_database(dsn, database):
         if "?" in path:
             path, _, query = path.partition("?")
         return f"{head}://{netloc}/{database}" + (f"?{query}" if query else "")
+    _need_psycopg()
     params = conninfo_to_dict(dsn)
     params["dbname"] = database
     return make_conninfo(**params)
@@ -22,6 +38,7 @@ def dsn_database(dsn, database):
 
 def mask_dsn(dsn):
     """The connection string with its password replaced by ********."""
+    _need_psycopg()
     params = conninfo_to_dict(dsn)
     if "password" not in params:
         return dsn

@@ -139,7 +139,9 @@ def main():
             report = tool.verify()
             result["verify"] = {k: report[k] for k in ("ok", "status", "problems")}
             if not report["ok"]:
-                module.fail_json(msg="pgbackrest verify found damage: " + "; ".join(report["problems"]), **result)
+                # result carries the summary msg: the failure's msg replaces it (msg= beside **result was a TypeError).
+                damage = "pgbackrest verify found damage: " + "; ".join(report["problems"])
+                module.fail_json(**{**result, "msg": damage})
         module.exit_json(**result)
     except Exception as exc:  # the one error path
         fail(module, exc)

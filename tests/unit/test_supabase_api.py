@@ -373,7 +373,9 @@ class TestRequestShapes:
         assert api.restore_pitr(REF, 1795859910) == 201
         body = json.loads(recorder.requests[0]["body"])
         assert body == {"recovery_time_target_unix": 1795859910}
-        assert type(body["recovery_time_target_unix"]) is int
+        # An int, not a bool (bool is a subclass of int).
+        assert isinstance(body["recovery_time_target_unix"], int)
+        assert not isinstance(body["recovery_time_target_unix"], bool)
 
     @pytest.mark.parametrize("target", [1795859910.5, "1795859910", True, None])
     def test_restore_refuses_a_target_that_is_not_an_int_before_sending(self, api, recorder, target):
