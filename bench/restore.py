@@ -447,7 +447,7 @@ def markdown(report: dict) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument(
         "--sandbox", type=Path, default=DEFAULT_SANDBOX, help=f"sandbox folder (default {DEFAULT_SANDBOX})"
     )

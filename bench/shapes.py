@@ -556,7 +556,10 @@ def derived(out: dict) -> dict:
     """Ratios, the fingerprint's share and per-stage throughputs of one shape."""
     s = out["summary"]
     backups = out["samples"]["backup_pgdr"]
-    timing = lambda runs, key: med([(r.get("child") or {}).get("timings", {}).get(key) for r in runs])  # noqa: E731
+
+    def timing(runs, key):
+        return med([(r.get("child") or {}).get("timings", {}).get(key) for r in runs])
+
     data_raw = (out["manifest"]["data"] or {}).get("raw_size") or 0
     d = {
         "backup_ratio": s["backup_pgdr"]["wall_s"]["median"] / s["backup_raw"]["wall_s"]["median"],
@@ -683,7 +686,7 @@ def markdown(report: dict) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--sandbox", type=Path, default=DEFAULT_SANDBOX, help=f"sandbox (default {DEFAULT_SANDBOX})")
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
     parser.add_argument("--size-gb", type=float, default=2.0, help="GiB of big, many and wide (default 2)")

@@ -111,6 +111,7 @@ def module_spec(name):
 
     original = module.ControllerAPIModule
     module.ControllerAPIModule = Capture
+    spec = rules = None
     try:
         module.main()
     except _Captured as captured:

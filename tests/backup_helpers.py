@@ -239,7 +239,7 @@ def write_v1_backup(state, target, prefix, backup_id="20240101T000000Z"):
         )
     with psycopg.connect(dsn) as conn:
         facts = pg.server_facts(conn)
-        tables = [(s, t) for s, t in pg.user_tables(conn, "supabase")]
+        tables = list(pg.user_tables(conn, "supabase"))
         counts = pg.row_counts(conn, tables)
         schema_objects = pg.schema_objects(conn, "supabase")
         versions = pg.migration_versions(conn)

@@ -43,8 +43,8 @@ _SUBOPTIONS = r"""
       sse:
         description:
           - Server-side encryption asked for every object written (encryption at rest on the bucket's side).
-          - Client-side encryption (the bucket owner cannot read the dumps) is O(encryption_recipients) of the
-            backup module.
+          - Client-side encryption (the bucket owner cannot read the dumps) is
+            O(pgdr.supabase.logical_backup#module:encryption_recipients) of the backup module.
         type: dict
         suboptions:
           algorithm:

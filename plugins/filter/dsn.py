@@ -2,7 +2,22 @@
 """Filters for connection strings: point one at another database, mask its password for display, and build a
 hosted project's."""
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from ansible.errors import AnsibleFilterError
+
+try:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+except ImportError as exc:  # the controller's Python lacks psycopg: said when a filter is used, not at load time
+    PSYCOPG_IMPORT_ERROR = exc
+else:
+    PSYCOPG_IMPORT_ERROR = None
+
+
+def _need_psycopg():
+    if PSYCOPG_IMPORT_ERROR is not None:
+        raise AnsibleFilterError(
+            f"the pgdr.supabase dsn filters need psycopg on the controller ({PSYCOPG_IMPORT_ERROR}): "
+            "install the collection's requirements (requirements-runtime.txt) into the Python that runs Ansible"
+        )
 
 from ansible_collections.pgdr.supabase.plugins.module_utils.hosted_project import render_template
 
@@ -18,6 +33,7 @@ def dsn_database(dsn, database):
         if "?" in path:
             path, _, query = path.partition("?")
         return f"{head}://{netloc}/{database}" + (f"?{query}" if query else "")
+    _need_psycopg()
     params = conninfo_to_dict(dsn)
     params["dbname"] = database
     return make_conninfo(**params)
@@ -25,6 +41,7 @@ def dsn_database(dsn, database):
 
 def mask_dsn(dsn):
     """The connection string with its password replaced by ********."""
+    _need_psycopg()
     params = conninfo_to_dict(dsn)
     if "password" not in params:
         return dsn

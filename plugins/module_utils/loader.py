@@ -35,9 +35,8 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRErro
 
 try:
     import psycopg
-    from psycopg import sql
 except ImportError:  # pragma: no cover - reported by the modules
-    psycopg = sql = None
+    psycopg = None
 
 
 INDEX_NAME = "index"

@@ -177,7 +177,7 @@ def _tools(request):
     if request.tools is not None:
         return request.tools
     tools = {}
-    needed_major = int(str(request.manifest["tool"]["pg_dump_version"]).split(".")[0])
+    needed_major = int(str(request.manifest["tool"]["pg_dump_version"]).split(".", maxsplit=1)[0])
     for name in ("pg_restore", "psql"):
         path = pg.find_binary(name, request.bin_dir, needed_major * 10000)
         num, text = pg.tool_version(path)

@@ -15,8 +15,9 @@ description:
     read at their recorded versions (a delete marker on top of a key does not hide a locked backup).
   - Read-only; runs the same in check mode.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
 options:
   source:
@@ -44,6 +45,8 @@ attributes:
     details: Read-only.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.logical_backup
 """

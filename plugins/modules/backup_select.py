@@ -21,8 +21,9 @@ description:
     verifies (RV(trust) says so), else the task fails. A backup without a locked copy yet is used from the primary.
   - Read-only; runs the same in check mode.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
   - pgdr.supabase.primary_s3
   - pgdr.supabase.secondary_s3
@@ -71,6 +72,8 @@ attributes:
     details: Read-only.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.logical_restore
   - module: pgdr.supabase.backup_info

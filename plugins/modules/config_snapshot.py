@@ -15,8 +15,9 @@ description:
     per window (or per logical backup id). A second run writes nothing and returns what drifted since (RV(drift)).
   - Returns the changes since the previous snapshot (RV(changes)), for the drill report.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
 options:
   source:
@@ -121,7 +122,7 @@ options:
             type: list
             elements: str
           absent_rc:
-            description: Exit code of O(store.get) meaning "not set".
+            description: Exit code of O(stores[].store.get) meaning "not set".
             type: int
             default: 3
           env:
@@ -159,6 +160,8 @@ attributes:
     details: Reads the stores and the bucket and returns the snapshot it would write; writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.env
 """

@@ -12,8 +12,9 @@ description:
   - O(state=read) returns the current values in clear in RV(values), for a play that passes them on; such a task
     needs C(no_log=true).
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.env_store
 options:
   values:
@@ -35,6 +36,8 @@ attributes:
   diff_mode:
     support: full
     details: Names with masked values before and after.
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.promote
 """

@@ -24,8 +24,9 @@ description:
   - A store that cannot be read (bucket, repository, API) makes its check fail with the reason, not the module stop,
     so one broken check never hides the others.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
   - pgdr.supabase.secondary_s3
 options:
@@ -120,6 +121,8 @@ attributes:
     details: Read-only; runs the same in check mode.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.notify
   - module: pgdr.supabase.pgbackrest_info

@@ -14,8 +14,9 @@ description:
   - The page is rewritten only when what it shows differs (the time it was written aside), so a second run with
     nothing new reports C(changed=false). A bucket that cannot be read is said on the page, which is still written.
 version_added: "0.2.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
 options:
   jsonl_path:
@@ -46,6 +47,8 @@ attributes:
     details: Reads the log and the bucket and builds the page; writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.record
 """

@@ -17,8 +17,9 @@ description:
     writer should not) it is reported as not restored, for the bucket's admin to fix; the task does not fail, the
     copies keep their own locks.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
 options:
   lock_mode:
@@ -59,6 +60,8 @@ attributes:
   diff_mode:
     support: full
     details: The bucket's state before and after.
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.secure_backup
 """

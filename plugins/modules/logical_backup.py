@@ -20,8 +20,9 @@ description:
     committed backup; a lock object in the bucket (compare-and-swap) keeps two runs against the same source from
     interleaving, and a run that loses the commit to another reports that run's backup.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
 options:
   source:
@@ -111,6 +112,8 @@ attributes:
     details: Connects to the source and the bucket read-only and returns the plan; writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - Needs psycopg, boto3 and zstandard on the host that runs it, and PostgreSQL client tools of the server's major
     version or newer.

@@ -31,8 +31,9 @@ description:
   - One restore at a time per target database (a PostgreSQL advisory lock held by its admin session); it stops
     cleanly on SIGTERM or when its controller is gone, dropping its temporary database and work files.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
   - pgdr.supabase.manifest_trust
 options:
@@ -145,6 +146,8 @@ attributes:
     details: Connects read-only and returns the plan (database, steps, disk needed); writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.backup_select
 """

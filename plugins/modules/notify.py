@@ -14,12 +14,14 @@ description:
     with a failure counter kept across runs.
   - A sink that cannot be reached or is misconfigured never makes this module fail, so it never masks the outcome
     it reports. Its failure is returned in RV(failed_sinks) and RV(deliveries), and printed as a warning; the caller
-    decides (the M(backup_notify) role fails after the backup's own result is known).
+    decides (the P(pgdr.supabase.backup_notify#role) role fails after the backup's own result is known).
   - Sink URLs carry tokens; they are never logged and are shown only as C(scheme://host/…).
-  - RV(changed) is always false. An alert is a report about a run, not a change to managed state (like
+  - C(changed) is always false. An alert is a report about a run, not a change to managed state (like
     C(ansible.builtin.debug)), so a backup playbook that notifies stays idempotent.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   outcome:
     description:
@@ -93,6 +95,8 @@ attributes:
     details: Sends and writes nothing; RV(deliveries) says what each sink would get (C(action)).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.freshness
   - module: pgdr.supabase.logical_backup

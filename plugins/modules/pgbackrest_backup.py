@@ -12,8 +12,9 @@ description:
   - pgBackRest turns a differential or incremental backup into a full one when no full backup exists yet;
     check mode says so.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.pgbackrest_config
 options:
   type:
@@ -31,6 +32,8 @@ attributes:
     details: Reads the repository and returns the type that would run and the newest backup. Writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.pgbackrest_stanza
   - module: pgdr.supabase.pgbackrest_info

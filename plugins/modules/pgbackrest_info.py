@@ -13,8 +13,9 @@ description:
   - With O(verify=true) it also runs C(pgbackrest verify), which re-reads every file of the repository, and fails
     when the report shows damage (C(verify) exits 0 even then).
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.pgbackrest_config
 options:
   max_wal_age_s:
@@ -35,6 +36,8 @@ attributes:
     details: Read-only; runs the same in check mode.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.pgbackrest_backup
 """
@@ -142,7 +145,9 @@ def main():
             report = tool.verify()
             result["verify"] = {k: report[k] for k in ("ok", "status", "problems")}
             if not report["ok"]:
-                module.fail_json(msg="pgbackrest verify found damage: " + "; ".join(report["problems"]), **result)
+                # result carries the summary msg: the failure's msg replaces it (msg= beside **result was a TypeError).
+                damage = "pgbackrest verify found damage: " + "; ".join(report["problems"])
+                module.fail_json(**{**result, "msg": damage})
         module.exit_json(**result)
     except Exception as exc:  # the one error path
         fail(module, exc)

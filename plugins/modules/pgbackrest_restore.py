@@ -29,8 +29,9 @@ description:
     (O(runbook_password)), set as O(admin_user) over the Unix socket with a SCRAM verifier (no plaintext reaches
     the server), so the source's password does not open it for the runbooks.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.pgbackrest
 options:
   target_time:
@@ -124,6 +125,8 @@ attributes:
       database (a planned WAL switch is only reported).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.pgbackrest_info
 """

@@ -13,8 +13,9 @@ description:
   - Refuses a server with C(archive_mode=off) or C(wal_level=minimal), since changing those needs a restart.
   - Must run on the database host, as root or postgres; pgBackRest runs as postgres.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.pgbackrest
 options:
   dsn:
@@ -85,6 +86,8 @@ attributes:
   diff_mode:
     support: none
     details: The configuration file holds secrets, so it is never shown; the steps name what would change.
+  platform:
+    platforms: posix
 notes:
   - Needs psycopg and the pgbackrest package on the database host.
 seealso:

@@ -20,7 +20,9 @@ description:
   - Content (row counts, digests), sequences and cron jobs are never compared, and C(not_checked) says so.
   - Fails when any check fails, naming each; the per-check results are returned either way.
 version_added: "0.2.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   dsn:
     description:
@@ -77,6 +79,8 @@ attributes:
       for its check) is not run in check mode, and C(not_checked) says so.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.pgbackrest_restore
   - module: pgdr.supabase.verify_restore

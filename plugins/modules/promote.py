@@ -16,8 +16,9 @@ description:
     C(<prefix>/_pgdr_rollback/); secretsmanager, the secret C(<name>-pgdr-rollback); command, the hook's own C(set)
     with names C(<NAME>__PGDR_PREVIOUS) and C(PGDR_ROLLBACK_RECORD). O(record_location) overrides it.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.env_store
 options:
   action:
@@ -52,6 +53,8 @@ attributes:
   diff_mode:
     support: full
     details: Names with masked values before and after.
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.env
 """

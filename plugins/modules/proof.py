@@ -9,7 +9,7 @@ description:
     checks themselves; playbooks/prove.yml chains them with M(pgdr.supabase.logical_restore), the verification and
     the smoke tests.
   - O(action=plan) chooses the backup (O(backup), V(latest) by default), reads its proof record C(proof.json)
-    and says whether it is to be proven (RV(plan.action) V(prove)), was proven already (V(none)), or is over the
+    and says whether it is to be proven (C(action) V(prove) in RV(plan)), was proven already (V(none)), or is over the
     size cap O(max_database_bytes) (V(skip)). It also lists the throwaway databases left on the restore server by
     earlier, killed proofs (RV(leftovers)). Read-only.
   - O(action=cleanup) drops those leftovers (databases named C(<database_prefix>_<backup id>_<source tag>)
@@ -18,11 +18,12 @@ description:
   - O(action=drop) drops the throwaway database O(database) (only a name of the throwaway form).
   - O(action=record) writes the proof record next to the manifest once (a conditional put, If-None-Match) - the
     verdict O(result), when, the wall time, the restore time and the checks. The manifest is never touched. A
-    record already there is kept (RV(changed) false).
+    record already there is kept (C(changed) false).
   - In check mode nothing is dropped or written; the result says what would be.
 version_added: "0.3.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
 options:
   action:
@@ -103,6 +104,8 @@ attributes:
     details: Reads and plans; nothing is dropped or written.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.logical_restore
   - module: pgdr.supabase.backup_info

@@ -16,8 +16,9 @@ description:
   - Operator-supplied text (reason, initiator, errors) is escaped in the Markdown and HTML; the JSON-lines log
     keeps it as given. Nothing secret is written; connection-string passwords are masked.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
 options:
   kind:
@@ -121,6 +122,8 @@ attributes:
     details: Says what would be recorded and which files would be written; writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -11,7 +11,9 @@ description:
     and smoke tests (O(checks)) in it, so that a promote can refuse a database that was not verified.
   - A second run with the same outcome changes nothing.
 version_added: "0.2.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   dsn:
     description: Connection string of the restored database. Never logged.
@@ -33,6 +35,8 @@ attributes:
     details: Reads the marker and says whether recording would change it; writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.logical_restore
   - module: pgdr.supabase.verify_restore

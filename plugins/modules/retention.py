@@ -23,8 +23,9 @@ description:
     done by the module, which honours O(keep_min) and locks, unlike a lifecycle rule.
   - Refuses a policy whose O(lock_days) is shorter than O(hot_days) or longer than O(expire_days).
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
 options:
   source:
@@ -93,6 +94,8 @@ attributes:
     details: Prints the plan (keep, cold, expire, with ages and reasons) and changes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

@@ -25,8 +25,9 @@ description:
     copied once and locked longer for later runs that keep them), so the locked bucket holds everything a restore
     needs.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
   - pgdr.supabase.secondary_s3.required
 options:
@@ -81,6 +82,8 @@ attributes:
     details: Reads the record and the copies' locks and returns what would be copied; writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.immutable_bucket
   - module: pgdr.supabase.retention

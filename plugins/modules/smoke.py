@@ -23,8 +23,9 @@ description:
   - Never changes anything (pgTAP aside, for the duration of the suite). Fails when any check fails, naming every
     failed check; the per-check results are returned either way.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.check_command
   - pgdr.supabase.s3
 options:
@@ -119,6 +120,8 @@ attributes:
         number of tests it plans.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.verify_restore
 """

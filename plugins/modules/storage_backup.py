@@ -24,8 +24,9 @@ description:
     its bytes again.
   - A run that finds nothing new, changed or deleted writes nothing and reports C(changed=false).
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
   - pgdr.supabase.storage
 options:
@@ -112,6 +113,8 @@ attributes:
     details: Lists the source and the backup bucket and returns the plan; writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 notes:
   - Needs boto3 (and psycopg for the cross-check) on the host that runs it.
 seealso:

@@ -16,14 +16,15 @@ description:
     sent) when that drifted, so a second run changes nothing. Objects marked deleted are not restored.
   - Objects the manifest does not list are left alone, unless O(prune) - then they are deleted from the restored
     buckets once every object of the run is in place, so the buckets hold exactly the run's state; in check mode
-    they are listed (RV(plan.prune)).
+    they are listed (C(prune) in RV(plan)).
   - With O(from_secondary) O(s3) is the immutable bucket; the run's manifest and files are read at the exact locked
     versions its secure-copy record there names.
   - Buckets can be renamed on the way (O(bucket_map)); missing destination buckets are created only with
     O(create_buckets).
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
   - pgdr.supabase.storage
 options:
@@ -124,6 +125,8 @@ attributes:
     details: Reads the manifest and the destination and returns the plan (buckets to create, objects); writes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.storage_backup
 """

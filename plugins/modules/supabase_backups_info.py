@@ -11,8 +11,9 @@ description:
     1 to 2 minutes (WAL is archived every 2 minutes).
   - Read-only; runs the same in check mode. 429 and 5xx answers are retried with jittered backoff.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.supabase_api
 attributes:
   check_mode:
@@ -20,6 +21,8 @@ attributes:
     details: Read-only.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.supabase_pitr_restore
   - module: pgdr.supabase.supabase_project_info

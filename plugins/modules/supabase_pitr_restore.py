@@ -18,8 +18,9 @@ description:
   - There is no API to cancel a restore. If the project stays C(RESTORING) past O(wait_timeout), the module fails
     with an escalation message (open a support ticket with the project ref and the restore time).
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.supabase_api
 options:
   target_time:
@@ -52,6 +53,8 @@ attributes:
   diff_mode:
     support: full
     details: The diff says which point in time the project's data would be at, before and after.
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.supabase_backups_info
   - module: pgdr.supabase.supabase_project_info

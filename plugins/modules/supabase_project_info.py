@@ -10,8 +10,9 @@ description:
     C(ACTIVE_HEALTHY).
   - Read-only; runs the same in check mode. 429 and 5xx answers are retried with jittered backoff.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.supabase_api
 options:
   services:
@@ -25,6 +26,8 @@ attributes:
     details: Read-only.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.supabase_backups_info
   - module: pgdr.supabase.supabase_pitr_restore

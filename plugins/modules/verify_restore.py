@@ -27,8 +27,9 @@ description:
   - Read-only, never changes anything. Fails when any check fails, naming every failed check; the per-check
     results are returned either way.
 version_added: "0.1.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
   - pgdr.supabase.check_command
 options:
@@ -102,6 +103,8 @@ attributes:
         mode only planned), returns C(skipped_reason) and the checks that would run instead of failing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.logical_backup
   - module: pgdr.supabase.smoke

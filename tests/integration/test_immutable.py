@@ -250,7 +250,7 @@ def test_stream_copy_of_a_corrupted_primary_object_is_refused_and_recorded(sandb
     assert record["status"] == "not_secured"
     assert "object data-0001 is corrupted" in record["error"]
     # The corrupted data never reached the locked bucket.
-    assert [v for v in versions(secondary, data["key"])] == []
+    assert list(versions(secondary, data["key"])) == []
     # The next run tries again (the record is not taken for a secured copy).
     with pytest.raises(DRError, match="not secured"):
         secure(primary, secondary, prefix, method="stream")

@@ -191,7 +191,7 @@ def test_sigterm_of_the_restore_drops_its_database_and_work_files(
     try:
         [folder] = work_folders(workdir)
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-        files = [p for p in folder.iterdir()]
+        files = list(folder.iterdir())
         assert any(p.name == "schema.pgdump" for p in files)
         assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), [(p, oct(p.stat().st_mode)) for p in files]
         os.kill(module, signal.SIGTERM)

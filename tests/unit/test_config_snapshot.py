@@ -8,7 +8,7 @@ import json
 import boto3
 import pytest
 from moto import mock_aws
-from test_modules import argument_spec_of, compare, documentation_of, run_module
+from test_modules import argument_spec_of, run_module
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import config_snapshot as cs
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
@@ -162,10 +162,9 @@ class TestAwsStores:
         assert [k for k, _ in target.list_keys("b/")] == [first["key"]]
 
 
-def test_module_documents_its_spec_and_hides_secrets():
+def test_module_hides_secrets():
+    """Docs against the spec: validate-modules (make sanity). Here: the secrets are no_log=True."""
     spec, kwargs = argument_spec_of("pgdr.supabase.config_snapshot")
-    _, _, documented = documentation_of("pgdr.supabase.config_snapshot")
-    assert compare(spec, documented, "") == []
     assert kwargs.get("supports_check_mode") is True
     assert spec["hmac_key"].get("no_log") is True
     store = spec["stores"]["options"]["store"]["options"]

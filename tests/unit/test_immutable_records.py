@@ -86,7 +86,7 @@ def test_a_version_of_another_size_or_etag_and_a_gone_version_are_found(locked):
     gone = dict(data, version_id="not-a-version")
     kinds = [f["kind"] for f in immutable.inspect_copies(locked, [wrong, gone], NOW)]
     assert kinds.count("digest") == 2 and "gone" in kinds
-    assert not immutable.is_tampering([f for f in immutable.inspect_copies(locked, [gone], NOW)])
+    assert not immutable.is_tampering(list(immutable.inspect_copies(locked, [gone], NOW)))
 
 
 def test_after_the_lock_ends_the_key_is_retentions_business(locked):

@@ -10,7 +10,7 @@ import json
 import boto3
 import pytest
 from moto import mock_aws
-from test_modules import argument_spec_of, compare, documentation_of, run_module
+from test_modules import argument_spec_of, run_module
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import storage_assets as sa
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
@@ -313,12 +313,10 @@ STORAGE_MODULES = ("pgdr.supabase.storage_backup", "pgdr.supabase.storage_restor
 
 
 @pytest.mark.parametrize("name", STORAGE_MODULES)
-def test_module_documents_its_spec_and_hides_secrets(name):
+def test_module_hides_secrets(name):
+    """Docs against the spec: validate-modules (make sanity). Here: the secrets are no_log=True."""
     spec, kwargs = argument_spec_of(name)
-    _, doc, documented = documentation_of(name)
-    assert compare(spec, documented, "") == []
     assert kwargs.get("supports_check_mode") is True
-    assert doc["attributes"]["check_mode"]["support"] == "full"
     for option in ("s3", "storage"):
         for key in ("secret_key", "session_token", "access_key"):
             assert spec[option]["options"][key].get("no_log") is True
