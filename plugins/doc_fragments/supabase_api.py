@@ -1,6 +1,6 @@
 class ModuleDocFragment:
-    # The connection to the Management API (token, URL, timeout), for modules that are not about one project.
-    CONNECTION = r"""
+    # The connection to the Management API (token, URL, timeout).
+    DOCUMENTATION = r"""
 options:
   token:
     description:
@@ -17,13 +17,11 @@ options:
     default: 30
 """
 
-    # The connection and the project.
-    DOCUMENTATION = (
-        CONNECTION
-        + r"""
+    # The project a module is about (pgdr.supabase.supabase_api.project).
+    PROJECT = r"""
+options:
   project_ref:
     description: Project ref, exactly 20 lowercase letters.
     type: str
     required: true
 """
-    )

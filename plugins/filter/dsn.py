@@ -4,6 +4,8 @@ hosted project's."""
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.pgdr.supabase.plugins.module_utils.hosted_project import render_template
+
 try:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 except ImportError as exc:  # the controller's Python lacks psycopg: said when a filter is used, not at load time
@@ -18,8 +20,6 @@ def _need_psycopg():
             f"the pgdr.supabase dsn filters need psycopg on the controller ({PSYCOPG_IMPORT_ERROR}): "
             "install the collection's requirements (requirements-runtime.txt) into the Python that runs Ansible"
         )
-
-from ansible_collections.pgdr.supabase.plugins.module_utils.hosted_project import render_template
 
 
 def dsn_database(dsn, database):

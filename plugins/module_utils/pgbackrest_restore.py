@@ -156,7 +156,7 @@ class RestoreRequest:
 
     @property
     def host(self):
-        return self.listen_addresses.split(",")[0].strip()
+        return self.listen_addresses.split(",", maxsplit=1)[0].strip()
 
     def settings(self):
         w = self.work_dir

@@ -22,6 +22,7 @@ author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pgdr.supabase.supabase_api
+  - pgdr.supabase.supabase_api.project
 options:
   target_time:
     description:

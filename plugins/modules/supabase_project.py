@@ -17,9 +17,10 @@ description:
   - With O(state=absent), deletes the project called O(name) (or O(project_ref)); nothing to do when it is gone.
   - Check mode creates and deletes nothing; it says what a run would do and reads an existing project's details.
 version_added: "0.2.0"
-author: pgdr authors
+author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
-  - pgdr.supabase.supabase_api.connection
+  - ansible.builtin.action_common_attributes
+  - pgdr.supabase.supabase_api
 options:
   state:
     description: C(present) to find or create the project and wait for it, C(absent) to delete it.
@@ -89,6 +90,8 @@ attributes:
     details: Creates, waits for and deletes nothing; reads an existing project.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: pgdr.supabase.supabase_project_info
   - module: pgdr.supabase.logical_restore

@@ -37,7 +37,7 @@ def projects_called(sandbox, name):
 
 
 def posts(sandbox):
-    _, requests = api(sandbox, "GET", "/_standin/requests")
+    requests = api(sandbox, "GET", "/_standin/requests")[1]
     return [r for r in requests if (r["method"], r["path"]) == ("POST", "/v1/projects")]
 
 
@@ -45,7 +45,7 @@ def read_env(path):
     values = {}
     for line in Path(path).read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
+            name, value = line.split("=", 1)
             values[name.strip().removeprefix("export ")] = value.strip().strip("'\"")
     return values
 
@@ -80,7 +80,7 @@ def test_a_restore_into_a_new_project_equals_production_and_staging_gets_its_url
     # Staging's settings point at the new project: its database at the host the API gives, its URL, its keys as
     # the API lists them (read here with the raw API, not through the runbook's client).
     env = read_env(world["env_file"])
-    _, keys = api(sandbox, "GET", f"/v1/projects/{ref}/api-keys?reveal=true")
+    keys = api(sandbox, "GET", f"/v1/projects/{ref}/api-keys?reveal=true")[1]
     by_name = {k["name"]: k["api_key"] for k in keys if k["type"] == "legacy"}
     assert env["SUPABASE_URL"] == f"https://{ref}.supabase.co"
     assert env["SUPABASE_ANON_KEY"] == by_name["anon"]
@@ -141,7 +141,7 @@ def test_a_throwaway_project_is_deleted_after_the_run_and_staging_is_left_alone(
     details = event["details"]["new_project"]
     assert event["outcome"] == "success"
     assert details["created"] is True and details["kept"] is False and details["deleted"] is True
-    _, state = api(sandbox, "GET", "/_standin/state")
+    state = api(sandbox, "GET", "/_standin/state")[1]
     assert details["ref"] not in state["projects"]
 
 
@@ -164,8 +164,8 @@ def test_a_project_that_never_comes_up_fails_naming_it_and_is_deleted(run_playbo
 
 
 def test_a_token_that_may_not_create_projects_fails_before_anything_is_created(run_playbook, sandbox, world, tmp_path):
-    status, _ = api(sandbox, "POST", "/_standin/tokens", {"token": READ_ONLY_TOKEN, "scopes": ["read"]})
-    assert status == 200
+    status, answer = api(sandbox, "POST", "/_standin/tokens", {"token": READ_ONLY_TOKEN, "scopes": ["read"]})
+    assert status == 200, answer
     try:
         run = run_playbook("restore.yml", {**world["vars"], "pgdr_supabase_token": READ_ONLY_TOKEN})
     finally:

@@ -396,7 +396,7 @@ def test_a_created_project_is_a_hosted_like_server_at_its_host_and_delete_remove
             assert held >= set(PLATFORM_LOGINS)
         # The platform services' sessions hold postgres, as on a hosted project: not even the platform can copy it.
         in_use = pytest.raises(psycopg.errors.ObjectInUse, match="being accessed by other users")
-        with pg.connect(cluster, autocommit=True) as admin, in_use:
+        with in_use, pg.connect(cluster, autocommit=True) as admin:
             admin.execute("CREATE DATABASE pgdr_probe TEMPLATE postgres")
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             login(host, "not-the-db-pass", ca_file).close()
