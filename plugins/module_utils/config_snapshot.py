@@ -138,28 +138,9 @@ def read_store(store, names=None, with_values=True):
     if isinstance(store, envstore_aws.SsmStore):
         return _read_ssm(store, names, with_values)
     if isinstance(store, envstore_aws.SecretsManagerStore):
-        client = store.client()
-        try:
-            response = client.get_secret_value(SecretId=store.secret_id)
-        except client.exceptions.ResourceNotFoundException:
+        data, version = store.load_versioned(store.secret_id, "read env store", [])
+        if data is None:
             return {n: (None, None) for n in names or []}
-        except Exception as exc:
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            if isinstance(exc, (BotoCoreError, ClientError)):
-                raise store.translate(exc, "read env store", [], "secretsmanager:GetSecretValue") from exc
-            raise
-        try:
-            data = json.loads(response.get("SecretString") or "")
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise store.error(
-                f"secret {store.secret_id} does not hold a JSON object",
-                "read env store",
-                hint='store the variables as one JSON object {"NAME": "value", ...}',
-            )
-        version = response.get("VersionId")
         names = list(names or data)
         return {n: (None, None) if data.get(n) is None else (str(data[n]), version) for n in names}
     if not names:

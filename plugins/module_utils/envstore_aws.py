@@ -234,11 +234,15 @@ class SecretsManagerStore(AwsStore):
         return f"secretsmanager store {self.secret_id} at {self.where()}"
 
     def _load(self, secret_id, step, names):
+        return self.load_versioned(secret_id, step, names)[0]
+
+    def load_versioned(self, secret_id, step, names):
+        """(the secret's JSON object, its VersionId); (None, None) when the secret does not exist."""
         client = self.client()
         try:
             response = client.get_secret_value(SecretId=secret_id)
         except client.exceptions.ResourceNotFoundException:
-            return None
+            return None, None
         except Exception as exc:
             from botocore.exceptions import BotoCoreError, ClientError
 
@@ -256,7 +260,7 @@ class SecretsManagerStore(AwsStore):
                 names,
                 hint='store the variables as one JSON object {"NAME": "value", ...} or use another secret',
             )
-        return data
+        return data, response.get("VersionId")
 
     def read(self, names):
         data = self._load(self.secret_id, "read env store", list(names)) or {}

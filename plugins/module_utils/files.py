@@ -57,7 +57,8 @@ def write_atomic(path, data, mode=0o644, owner=None, keep_existing=False, fsync=
             os.close(dir_fd)
 
 
-def _pid_alive(pid):
+def pid_alive(pid):
+    """Whether a process of that pid exists on this host (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -85,7 +86,7 @@ def remove_stale_temp_files(path):
         prefix = f".{base}{TEMP_MARK}"
         if name.startswith(prefix) and name.endswith(".tmp"):
             pid = name[len(prefix) :].split("-", 1)[0]
-            stale = pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+            stale = pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid))
         else:
             legacy = _LEGACY_TEMP.match(name)
             if legacy and legacy["base"] == base:

@@ -26,17 +26,8 @@ import uuid
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import timefmt
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError
+from ansible_collections.pgdr.supabase.plugins.module_utils.files import pid_alive
 from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import is_precondition_failed
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SourceLock:
@@ -79,7 +70,7 @@ class SourceLock:
             pid = int(holder.get("pid", 0))
             if pid == os.getpid():
                 return holder.get("token") not in SourceLock._held
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return True
         return time.time() - float(holder.get("renewed_at", 0)) > self.stale_after
 
