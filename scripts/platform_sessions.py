@@ -85,7 +85,7 @@ def hold(sessions: dict, targets: dict[str, dict]) -> dict[str, dict[str, str]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--state", required=True, type=Path)
     parser.add_argument("--status", required=True, type=Path)
     args = parser.parse_args()

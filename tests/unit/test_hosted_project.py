@@ -61,3 +61,70 @@ def test_settings_for_staging_and_a_missing_kind():
     with pytest.raises(DRError) as caught:
         hp.env_settings({"SUPABASE_KEY": "jwt"}, "u", {}, REF)
     assert "not a project setting" in str(caught.value)
+
+
+# -- against the Management API stand-in, in-process (its projects have no database here) -------------------------
+
+
+@pytest.fixture
+def standin_api():
+    import supabase_api_standin as standin
+
+    from ansible_collections.pgdr.supabase.plugins.module_utils.supabase_api import ManagementAPI
+
+    server = standin.Server(port=0).start()
+    standin.call(server.url, "POST", "/_standin/switches", {"timings": {"coming_up": 0.2, "services": 0.2}})
+    yield standin, server, ManagementAPI(standin.DEFAULT_TOKEN, base_url=server.url, timeout=5)
+    server.stop()
+
+
+def names_of(standin, server):
+    return [p["name"] for p in standin.call(server.url, "GET", "/v1/projects")[1]]
+
+
+def ensure(api, **kwargs):
+    args = {"name": "drill-x", "organization": "pgdr-sandbox", "region": "eu-central-1", "db_pass": "pw"}
+    return hp.ensure_project(api, **{**args, "poll_interval": 0.1, "wait_timeout": 30, **kwargs})
+
+
+def test_a_healthy_project_whose_database_never_answers_fails_naming_it_and_a_throwaway_is_deleted(standin_api):
+    # Without a sandbox the stand-in's projects have no server: db.<ref>.supabase.co does not resolve here.
+    standin, server, api = standin_api
+    with pytest.raises(DRError) as caught:
+        ensure(api, delete_on_failure=True, connect_timeout=1)
+    assert "cannot reach the database server" in caught.value.message
+    assert "was deleted (it is a throwaway target" in caught.value.message
+    assert "session pooler in pgdr_new_project_db_url" in caught.value.hint
+    assert "drill-x" not in names_of(standin, server)
+
+
+def test_a_kept_project_that_does_not_come_up_stays_and_the_error_says_how_to_delete_it(standin_api):
+    standin, server, api = standin_api
+    standin.call(server.url, "POST", "/_standin/switches", {"hang_create": True})
+    with pytest.raises(DRError) as caught:
+        ensure(api, wait_timeout=1)
+    ref = api.find_project("drill-x")["ref"]
+    assert f"project {ref} did not become ACTIVE_HEALTHY within 1 s (last status COMING_UP)" in caught.value.message
+    assert "is kept for a look" in caught.value.message and f"supabase projects delete {ref}" in caught.value.message
+    assert "drill-x" in names_of(standin, server)
+
+    # A rehearsal now finds it coming up: it plans to wait, and creates or waits for nothing.
+    posts = len(standin.call(server.url, "GET", "/_standin/requests")[1])
+    planned = ensure(api, check_mode=True)
+    assert planned["planned"] and not planned["changed"] and planned["ref"] == ref
+    assert "a run would wait until it serves" in planned["msg"]
+    requests = standin.call(server.url, "GET", "/_standin/requests")[1][posts:]
+    assert all(r["method"] == "GET" for r in requests)
+
+    removed = hp.remove_project(api, name="drill-x", organization="pgdr-sandbox")
+    assert removed["deleted"] and removed["ref"] == ref
+    assert hp.remove_project(api, name="drill-x")["changed"] is False
+
+
+def test_a_new_project_needs_its_password_before_any_call(standin_api):
+    standin, server, api = standin_api
+    before = len(standin.call(server.url, "GET", "/_standin/requests")[1])
+    with pytest.raises(DRError) as caught:
+        ensure(api, db_pass="")
+    assert "pgdr_new_project_db_password" in caught.value.hint
+    assert len(standin.call(server.url, "GET", "/_standin/requests")[1]) == before
