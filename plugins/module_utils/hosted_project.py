@@ -139,6 +139,22 @@ def _given_up(api, ref, exc, delete):
     return DRError(exc.message + "; " + fate, step=exc.step, subject=exc.subject, hint=exc.hint)
 
 
+def _plan(changed, project, ref, msg):
+    """The result of a check-mode run that stops before the project serves: no URL, keys or settings yet."""
+    return {
+        "changed": changed,
+        "created": False,
+        "planned": True,
+        "project": project,
+        "ref": ref,
+        "url": "",
+        "keys": {},
+        "env": {},
+        "wait": {},
+        "msg": msg,
+    }
+
+
 def ensure_project(
     api,
     *,
@@ -176,36 +192,22 @@ def ensure_project(
     created = False
     if found is None:
         if check_mode:
-            return {
-                "changed": True,
-                "created": False,
-                "planned": True,
-                "project": {"name": name, "organization": organization, "region": region},
-                "ref": "",
-                "url": "",
-                "keys": {},
-                "env": {},
-                "wait": {},
-                "msg": f"would create project {name} in organization {organization} ({region}) and wait until it "
-                "serves",
-            }
+            return _plan(
+                True,
+                {"name": name, "organization": organization, "region": region},
+                "",
+                f"would create project {name} in organization {organization} ({region}) and wait until it serves",
+            )
         found = api.create_project(name, organization, region, db_pass, instance_size)
         created = True
     ref = found.get("ref") or found.get("id")
     if check_mode and found.get("status") != READY:
-        summary = _summary(found)
-        return {
-            "changed": False,
-            "created": False,
-            "planned": True,
-            "project": summary,
-            "ref": ref,
-            "url": "",
-            "keys": {},
-            "env": {},
-            "wait": {},
-            "msg": f"project {name} ({ref}) exists, status {found.get('status')}: a run would wait until it serves",
-        }
+        return _plan(
+            False,
+            _summary(found),
+            ref,
+            f"project {name} ({ref}) exists, status {found.get('status')}: a run would wait until it serves",
+        )
     try:
         wait = api.wait_for(
             ref, timeout=wait_timeout, poll_interval=poll_interval, services=services, on_change=on_change
