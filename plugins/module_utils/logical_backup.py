@@ -370,16 +370,22 @@ def _data_session(request, snapshot_id):
     return conn
 
 
-def _dump_part(request, snapshot_id, number, part, part_size, progress):
+def _dump_part(request, snapshot_id, number, part, part_size, progress, stopped):
     """Write one data object: the COPY streams of its tables (or range of pages), each folded into its content
-    digest on the way. Returns (manifest entry, sections)."""
+    digest on the way. Returns (manifest entry, sections). Gives up at the next write once stopped is set."""
     name = f"data-{number:04d}"
     conn = _data_session(request, snapshot_id)
     store = _Store(request, name, request.stored_key(f"{name}.copy"), part_size, concurrency=2)
     sections, offset = [], 0
+
+    def write(block):
+        if stopped.is_set():
+            raise DRError("stopped: another step of the backup failed", step="dump data", subject=name)
+        store.write(block)
+
     try:
         for table, pages in part:
-            digest = tabledata.copy_rows(conn, tabledata.copy_out_query(table, pages), store.write, tabledata.Digest())
+            digest = tabledata.copy_rows(conn, tabledata.copy_out_query(table, pages), write, tabledata.Digest())
             sections.append(
                 {
                     "schema": table.schema,
@@ -419,29 +425,59 @@ def _dump_part(request, snapshot_id, number, part, part_size, progress):
     return entry, sections
 
 
-def _dump_data(request, snapshot, flavor, part_size, progress):
-    """Every table's rows in data objects, written by request.jobs workers in the snapshot. Returns the manifest
-    entries, their sections and the content digest of each table."""
-    tables = tabledata.list_tables(snapshot.conn, flavor)
-    pg.lock_tables(snapshot.conn, [(t.schema, t.name) for t in tables])
-    split = snapshot.conn.info.server_version >= tabledata.TID_RANGE_SCANS
-    parts = tabledata.plan_parts(tables, split=split)
-    progress.line(f"data: {len(tables)} tables in {len(parts)} objects, {request.jobs} workers")
-    results = tabledata.Workers(request.jobs).run(
-        list(enumerate(parts, 1)),
-        lambda item: _dump_part(request, snapshot.id, item[0], item[1], part_size, progress),
-    )
-    entries = [entry for entry, _ in results]
-    sections = {entry["name"]: secs for entry, secs in results}
-    content = {}
-    for secs in sections.values():
-        for section in secs:
-            key = f"{section['schema']}.{section['table']}"
-            digest = tabledata.Digest.parse(section["digest"])
-            content[key] = content[key].merge(digest) if key in content else digest
-    for table in tables:  # a table whose every range was empty still has its digest
-        content.setdefault(table.key, tabledata.Digest())
-    return entries, sections, {key: digest.text() for key, digest in sorted(content.items())}
+class _DataDump:
+    """Every table's rows in data objects, written by request.jobs workers (threads) in the snapshot, started at
+    once and running alongside the caller. wait() returns the manifest entries, their sections and the content
+    digest of each table; stop() makes the workers give up at their next write and waits for them."""
+
+    def __init__(self, request, snapshot, tables, part_size, progress):
+        split = snapshot.conn.info.server_version >= tabledata.TID_RANGE_SCANS
+        parts = tabledata.plan_parts(tables, split=split)
+        progress.line(f"data: {len(tables)} tables in {len(parts)} objects, {request.jobs} workers")
+        self.tables = tables
+        self.workers = tabledata.Workers(request.jobs)
+        self.duration = None
+        self._outcome = None
+        started = time.monotonic()
+
+        def work():
+            try:
+                self._outcome = (
+                    self.workers.run(
+                        list(enumerate(parts, 1)),
+                        lambda item: _dump_part(
+                            request, snapshot.id, item[0], item[1], part_size, progress, self.workers.stopped
+                        ),
+                    ),
+                    None,
+                )
+            except BaseException as exc:  # handed to wait()
+                self._outcome = (None, exc)
+            self.duration = time.monotonic() - started
+
+        self._thread = threading.Thread(target=work, name="data", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self.workers.stopped.set()
+        self._thread.join()
+
+    def wait(self):
+        self._thread.join()
+        results, error = self._outcome
+        if error is not None:
+            raise error
+        entries = [entry for entry, _ in results]
+        sections = {entry["name"]: secs for entry, secs in results}
+        content = {}
+        for secs in sections.values():
+            for section in secs:
+                key = f"{section['schema']}.{section['table']}"
+                digest = tabledata.Digest.parse(section["digest"])
+                content[key] = content[key].merge(digest) if key in content else digest
+        for table in self.tables:  # a table whose every range was empty still has its digest
+            content.setdefault(table.key, tabledata.Digest())
+        return entries, sections, {key: digest.text() for key, digest in sorted(content.items())}
 
 
 def _store_index(request, index, part_size):
@@ -559,7 +595,13 @@ def _take(request, facts, tools, timings, started_wall):
     flavor = facts["flavor"]
     t0 = time.monotonic()
     snapshot = pg.Snapshot(request.dsn)
+    data = None
     try:
+        tables = tabledata.list_tables(snapshot.conn, flavor)
+        pg.lock_tables(snapshot.conn, [(t.schema, t.name) for t in tables])
+        # The rows are read by their own workers while this thread reads the catalog and runs the dumps: every
+        # session reads the same exported snapshot, so nothing waits for the others to finish.
+        data = _DataDump(request, snapshot, tables, part_size, progress)
         scope = fingerprint.Scope(snapshot.conn, flavor)
         catalog_fp = fingerprint.capture(snapshot.conn, flavor, scope)
         platform = fingerprint.platform_ddl(snapshot.conn, scope) if flavor == "supabase" else []
@@ -575,9 +617,12 @@ def _take(request, facts, tools, timings, started_wall):
             t1 = time.monotonic()
             objects.append(_dump_object(request, obj, tools, conninfo, env, part_size, progress))
             timings[f"dump_{obj.name}"] = time.monotonic() - t1
-        t1 = time.monotonic()
-        data_entries, sections, content = _dump_data(request, snapshot, flavor, part_size, progress)
-        timings["dump_data"] = time.monotonic() - t1
+        data_entries, sections, content = data.wait()
+        timings["dump_data"] = data.duration
+    except BaseException:
+        if data is not None:
+            data.stop()  # no worker writes an object after this run has started removing its own
+        raise
     finally:
         snapshot.close()
     counts = {key: tabledata.Digest.parse(text).rows for key, text in content.items()}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 import time
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import fingerprint, pg, tabledata
@@ -364,17 +365,32 @@ def check_content(dsn, index, mode="full", jobs=2, counts=None, expected_counts=
     with pg.connect(dsn, step="connect to the restored database", application_name="pgdr verify") as conn:
         tasks = content_tasks(conn, index)
 
+    sessions, opened = threading.local(), []
+
     def digest(task):
         key, schema, table, cols, pages = task
         if pages == "missing":
             return key, None
-        with pg.connect(dsn, step="connect to the restored database", application_name="pgdr verify") as conn:
-            conn.read_only = True
+        conn = getattr(sessions, "conn", None)
+        if conn is None:  # one session a worker, for all its tables (thousands of tables: thousands of logins)
+            conn = sessions.conn = pg.connect(
+                dsn, step="connect to the restored database", application_name="pgdr verify"
+            )
+            opened.append(conn)
+            # Each COPY its own read-only transaction: no lock outlives its table (a session holding thousands of
+            # them would exhaust the server's lock table).
+            conn.autocommit = True
+            conn.execute("set default_transaction_read_only = on")
             tabledata.apply_settings(conn)
-            return key, tabledata.table_digest(conn, schema, table, cols, pages)
+        return key, tabledata.table_digest(conn, schema, table, cols, pages)
 
+    try:
+        results = tabledata.Workers(jobs).run(tasks, digest)
+    finally:
+        for conn in opened:
+            conn.close()
     actual = {}
-    for key, value in tabledata.Workers(jobs).run(tasks, digest):
+    for key, value in results:
         if value is None:
             actual[key] = None
         else:

@@ -215,6 +215,32 @@ def test_a_killed_data_session_leaves_nothing(larger_source, s3_target, prefix):
     assert catalog.list_backups(s3_target, prefix, "production") == []
 
 
+def test_a_failing_catalog_step_stops_the_data_workers_and_leaves_nothing(
+    larger_source, s3_target, prefix, monkeypatch
+):
+    """The rows are dumped while the snapshot session reads the catalog: when that fails, no data worker may
+    write (or finish) an object after the run has removed its own."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import fingerprint
+
+    real_capture = fingerprint.capture
+
+    def capture_then_fail(*args, **kwargs):
+        real_capture(*args, **kwargs)
+        end = time.monotonic() + 60
+        while not any(".copy." in key for key, _ in s3_target.list_uploads(f"{prefix}/")):
+            assert time.monotonic() < end, "no data upload started while the catalog was read"
+            time.sleep(0.01)
+        raise DRError("the catalog could not be read (provoked)", step="snapshot")
+
+    monkeypatch.setattr(fingerprint, "capture", capture_then_fail)
+    req = request(larger_source, s3_target, prefix, part_size=5 * 1024 * 1024, concurrency=1, jobs=2)
+    error = _error(logical_backup.run, req)
+    assert "provoked" in error.message
+    time.sleep(1)  # a worker still running would write (or complete) an object about now
+    assert s3_target.list_keys(f"{prefix}/") == []
+    assert s3_target.list_uploads(f"{prefix}/") == []
+
+
 def test_s3_stopping_mid_upload_commits_nothing_and_next_run_cleans_up(larger_source, sandbox_dir, prefix):
     import sandboxlib
 

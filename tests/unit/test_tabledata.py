@@ -80,3 +80,26 @@ def test_workers_return_results_in_order_and_stop_at_the_first_error():
 
     with pytest.raises(ValueError, match="four"):
         td.Workers(2).run(list(range(10)), boom)
+
+
+def test_thousands_of_small_tables_spread_over_objects_of_at_most_part_tables():
+    tables = [table(f"t{i}", 16 * 1024) for i in range(2000)]
+    parts = td.plan_parts(tables, part_bytes=64 * MB, chunk_bytes=256 * MB, part_tables=250)
+    assert [len(p) for p in parts] == [250] * 8
+    assert sorted(t.name for p in parts for t, _ in p) == sorted(t.name for t in tables)
+    assert len(td.plan_parts(tables)) == -(-2000 // td.PART_TABLES)
+
+
+def test_workers_stopped_from_outside_give_up_before_their_next_task():
+    workers = td.Workers(1)
+    seen = []
+
+    def work(x):
+        seen.append(x)
+        if x == 2:
+            workers.stopped.set()  # as the backup does when another of its steps failed
+        return x
+
+    with pytest.raises(td.DRError, match="stopped"):
+        workers.run(list(range(10)), work)
+    assert seen == [0, 1, 2]
