@@ -51,7 +51,7 @@ TID_RANGE_SCANS = 140000  # PostgreSQL 14 reads a range of pages without a full 
 
 def apply_settings(conn):
     """SESSION_SETTINGS on conn, in one round trip."""
-    calls = ", ".join("pg_catalog.set_config(%s, %s, false)" for _ in SESSION_SETTINGS)
+    calls = ", ".join("pg_catalog.set_config(%s, %s, false)" for setting in SESSION_SETTINGS)
     conn.execute(f"select {calls}", [item for setting in SESSION_SETTINGS for item in setting])
 
 
