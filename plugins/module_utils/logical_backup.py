@@ -509,6 +509,7 @@ def run(request):
     """Take the backup unless this window's backup exists. Returns the result the module reports."""
     if not HAS_ZSTD:
         raise DRError("the zstandard Python package is not installed", step="start", hint="run 'make setup'")
+    tabledata.bound_memory()
     started_wall = timefmt.utcnow()
     started = time.monotonic()
     timings = {}

@@ -28,6 +28,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils import (
     loader,
     pg,
     project,
+    tabledata,
     target_lock,
     timefmt,
     workfolder,
@@ -539,6 +540,7 @@ def _drop(conn, database):
 
 def run(request):
     """Restore unless the target already holds this backup. Returns the result the module reports."""
+    tabledata.bound_memory()
     # pgdr guards (issue 9.7): one restore at a time per target database; the lock's session is the admin session.
     with target_lock.for_request(request) as lock:
         return _run(request, lock.conn)

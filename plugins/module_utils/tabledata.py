@@ -10,6 +10,7 @@ source). Every session that reads or writes rows uses the same settings, so a ro
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import select
 import threading
@@ -47,6 +48,24 @@ PART_TABLES = 250
 WRITE_SIZE = 1024 * 1024
 MASK64 = (1 << 64) - 1
 TID_RANGE_SCANS = 140000  # PostgreSQL 14 reads a range of pages without a full scan
+
+
+# glibc raises its mmap threshold (up to 32 MiB) each time a big block is freed, after which the data path's
+# 8 MiB ranges and 1 MiB pieces come from the threads' heaps and stay there: a restore with jobs=2 peaked at
+# ~610 MB instead of ~280 MB (bench/README.md). A fixed threshold keeps blocks of 4 MiB and more in mmap, which
+# goes back to the system at free().
+MMAP_THRESHOLD = 4 * 1024 * 1024
+_M_MMAP_THRESHOLD = -3
+
+
+def bound_memory():
+    """Pin glibc's mmap threshold for this process (the data workers' memory stays ~ jobs x pieces in flight).
+    Does nothing where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 def apply_settings(conn):

@@ -103,3 +103,8 @@ def test_workers_stopped_from_outside_give_up_before_their_next_task():
     with pytest.raises(td.DRError, match="stopped"):
         workers.run(list(range(10)), work)
     assert seen == [0, 1, 2]
+
+
+def test_the_mmap_threshold_can_be_pinned_on_this_platform():
+    # glibc (Debian): the restore's and the backup's memory bound depends on it (bench/README.md, restore memory).
+    assert td.bound_memory() is True
