@@ -170,8 +170,7 @@ def plan(request):
     objects = dumpspec.backup_objects(facts["flavor"])
     with pg.connect(request.dsn, step="connect source") as conn:
         tables = tabledata.list_tables(conn, facts["flavor"])
-        split = conn.info.server_version >= tabledata.TID_RANGE_SCANS
-    parts = tabledata.plan_parts(tables, split=split)
+        parts = tabledata.plan_for(conn, tables)
     return {
         "action": "none" if manifest else "create",
         "backup_id": request.backup_id,
@@ -431,32 +430,29 @@ class _DataDump:
     digest of each table; stop() makes the workers give up at their next write and waits for them."""
 
     def __init__(self, request, snapshot, tables, part_size, progress):
-        split = snapshot.conn.info.server_version >= tabledata.TID_RANGE_SCANS
-        parts = tabledata.plan_parts(tables, split=split)
+        parts = tabledata.plan_for(snapshot.conn, tables)
         progress.line(f"data: {len(tables)} tables in {len(parts)} objects, {request.jobs} workers")
         self.tables = tables
         self.workers = tabledata.Workers(request.jobs)
-        self.duration = None
-        self._outcome = None
-        started = time.monotonic()
+        self._results = self._error = None
 
         def work():
             try:
-                self._outcome = (
-                    self.workers.run(
-                        list(enumerate(parts, 1)),
-                        lambda item: _dump_part(
-                            request, snapshot.id, item[0], item[1], part_size, progress, self.workers.stopped
-                        ),
+                self._results = self.workers.run(
+                    list(enumerate(parts, 1)),
+                    lambda item: _dump_part(
+                        request, snapshot.id, item[0], item[1], part_size, progress, self.workers.stopped
                     ),
-                    None,
                 )
             except BaseException as exc:  # handed to wait()
-                self._outcome = (None, exc)
-            self.duration = time.monotonic() - started
+                self._error = exc
 
         self._thread = threading.Thread(target=work, name="data", daemon=True)
         self._thread.start()
+
+    @property
+    def duration(self):
+        return self.workers.duration
 
     def stop(self):
         self.workers.stopped.set()
@@ -464,11 +460,10 @@ class _DataDump:
 
     def wait(self):
         self._thread.join()
-        results, error = self._outcome
-        if error is not None:
-            raise error
-        entries = [entry for entry, _ in results]
-        sections = {entry["name"]: secs for entry, secs in results}
+        if self._error is not None:
+            raise self._error
+        entries = [entry for entry, _ in self._results]
+        sections = {entry["name"]: secs for entry, secs in self._results}
         content = {}
         for secs in sections.values():
             for section in secs:

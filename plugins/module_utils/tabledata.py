@@ -194,50 +194,46 @@ class Digest:
 
 
 def copy_rows(conn, query, write, digest):
-    """Run a COPY ... TO STDOUT, folding each row into digest and handing the rows on in blocks of about 1 MiB.
+    """Run a COPY ... TO STDOUT (query: a psycopg sql.Composable), folding each row into digest and handing the
+    rows on in blocks of about 1 MiB.
 
     The server sends every row as a message of its own (the protocol says so of COPY OUT), so a message is a row.
     Rows are read straight from libpq (conn.pgconn) and folded into the digest a batch at a time with map(): per
-    row that is one libpq call and no Python bytecode, where psycopg's Copy iterator runs a generator and a wait
-    loop per row and holds the GIL that the other workers need (about 3x the client CPU on a big table)."""
+    row that is one libpq call and a list append, where psycopg's Copy iterator runs a generator and a wait loop
+    per row and holds the GIL that the other workers need (about 3x the client CPU on a big table)."""
     crc32, adler32 = zlib.crc32, zlib.adler32
-    pgconn = conn.pgconn
-    rows = nbytes = crc = adler = 0
     batch, size = [], 0
-    for row in _copy_out(conn, pgconn, query.as_bytes(conn) if hasattr(query, "as_bytes") else query.encode()):
+
+    def fold():
+        digest.rows += len(batch)
+        digest.bytes += size
+        digest.crc = (digest.crc + sum(map(crc32, batch))) & MASK64
+        digest.adler = (digest.adler + sum(map(adler32, batch))) & MASK64
+        write(b"".join(batch))
+
+    for row in _copy_out(conn, query.as_bytes(conn)):
         batch.append(row)
         size += len(row)
         if size >= WRITE_SIZE:
-            crc += sum(map(crc32, batch))
-            adler += sum(map(adler32, batch))
-            rows += len(batch)
-            nbytes += size
-            write(b"".join(batch))
+            fold()
             batch, size = [], 0
     if batch:
-        crc += sum(map(crc32, batch))
-        adler += sum(map(adler32, batch))
-        rows += len(batch)
-        nbytes += size
-        write(b"".join(batch))
-    digest.rows += rows
-    digest.bytes += nbytes
-    digest.crc = (digest.crc + crc) & MASK64
-    digest.adler = (digest.adler + adler) & MASK64
+        fold()
     return digest
 
 
-def _copy_out(conn, pgconn, query):
+def _copy_out(conn, query):
     """The rows of a COPY ... TO STDOUT sent on conn's libpq connection (inside conn's transaction, if any).
 
     A failed query or COPY raises the server's error as psycopg would (a psycopg.Error); the connection is left
     idle (or in its transaction) afterwards, as psycopg expects it."""
+    pgconn = conn.pgconn
     poller = select.poll()
     poller.register(pgconn.socket, select.POLLIN)
     pgconn.send_query(query)
     result = _next_result(pgconn, poller)
     if result is None or result.status != pq.ExecStatus.COPY_OUT:
-        _raise_result(conn, pgconn, poller, result)
+        _end_results(conn, poller, result)
     get = pgconn.get_copy_data
     while True:
         length, data = get(1)  # 1: never block inside libpq (it would hold the GIL); poll below instead
@@ -248,14 +244,15 @@ def _copy_out(conn, pgconn, query):
             pgconn.consume_input()
         else:  # -1: the COPY is over (-2, an error, raises in get_copy_data)
             break
-    _raise_result(conn, pgconn, poller, _next_result(pgconn, poller), ok=pq.ExecStatus.COMMAND_OK)
+    _end_results(conn, poller, _next_result(pgconn, poller), ok=pq.ExecStatus.COMMAND_OK)
 
 
 def _next_result(pgconn, poller):
-    while pgconn.flush():  # psycopg keeps libpq non-blocking: the query may not be sent at once
+    if pgconn.flush():  # psycopg keeps libpq non-blocking: the query may not be sent at once
         writable = select.poll()
         writable.register(pgconn.socket, select.POLLOUT)
-        writable.poll()
+        while pgconn.flush():
+            writable.poll()
     while True:
         pgconn.consume_input()
         if not pgconn.is_busy():
@@ -263,15 +260,20 @@ def _next_result(pgconn, poller):
         poller.poll()
 
 
-def _raise_result(conn, pgconn, poller, result, ok=None):
+def _end_results(conn, poller, result, ok=None):
     """Read the remaining results (the connection is idle after); raise the server's error unless result is ok."""
-    while _next_result(pgconn, poller) is not None:
+    while _next_result(conn.pgconn, poller) is not None:
         pass
     if result is None or result.status != ok:
         if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
             raise psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
         status = result.status.name if result is not None else "no result"
         raise psycopg.OperationalError(f"unexpected result of a COPY TO STDOUT: {status}")
+
+
+def plan_for(conn, tables):
+    """plan_parts for the server behind conn (ranges of pages only where it scans them without a full scan)."""
+    return plan_parts(tables, split=conn.info.server_version >= TID_RANGE_SCANS)
 
 
 def table_digest(conn, schema, name, columns, pages=None):
