@@ -355,3 +355,55 @@ def test_server_rejects_a_wrong_checksum(s3_target, prefix):
         )
     assert "BadDigest" in str(info.value) or "checksum" in str(info.value).lower()
     assert s3_target.list_keys(f"{prefix}/") == []
+
+
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("COPY public.no_such_table TO STDOUT", psycopg.errors.UndefinedTable),  # refused before any row
+        (  # fails after 50,000 rows were sent
+            "COPY (select case when g > 50000 then 1 / 0 else g end from generate_series(1, 100000) g) TO STDOUT",
+            psycopg.errors.DivisionByZero,
+        ),
+    ],
+)
+def test_a_failing_copy_raises_the_servers_error_and_leaves_the_session_usable(sandbox, query, error):
+    """tabledata reads COPY OUT from libpq itself: the server's error must come out as psycopg's, and the
+    session must be left as psycopg expects it (here: a failed transaction that a rollback ends)."""
+    from psycopg import sql
+
+    from ansible_collections.pgdr.supabase.plugins.module_utils import tabledata
+
+    with psycopg.connect(sandbox["production"]["dsn"]) as conn:
+        tabledata.apply_settings(conn)
+        with pytest.raises(error):
+            tabledata.copy_rows(conn, sql.SQL(query), lambda block: None, tabledata.Digest())
+        assert conn.info.transaction_status.name == "INERROR"
+        conn.rollback()
+        assert conn.execute("select 42").fetchone() == (42,)
+
+
+def test_the_digest_read_from_libpq_equals_psycopgs_copy(sandbox):
+    """The same rows folded through psycopg's own Copy iterator give the same digest and the same bytes."""
+    import zlib
+
+    from psycopg import sql
+
+    from ansible_collections.pgdr.supabase.plugins.module_utils import tabledata
+
+    query = "COPY (select * from public.events order by 1 limit 20000) TO STDOUT"
+    with psycopg.connect(sandbox["production"]["dsn"]) as conn:
+        tabledata.apply_settings(conn)
+        blocks = []
+        ours = tabledata.copy_rows(conn, sql.SQL(query), blocks.append, tabledata.Digest())
+        theirs, data = tabledata.Digest(), bytearray()
+        with conn.cursor().copy(query) as copy:
+            for row in copy:
+                theirs.rows += 1
+                theirs.bytes += len(row)
+                theirs.crc = (theirs.crc + zlib.crc32(row)) & tabledata.MASK64
+                theirs.adler = (theirs.adler + zlib.adler32(row)) & tabledata.MASK64
+                data += row
+    assert ours.rows > 0
+    assert ours.text() == theirs.text()
+    assert b"".join(blocks) == bytes(data)
