@@ -18,7 +18,7 @@ def _need_psycopg():
     if PSYCOPG_IMPORT_ERROR is not None:
         raise AnsibleFilterError(
             f"the pgdr.supabase dsn filters need psycopg on the controller ({PSYCOPG_IMPORT_ERROR}): "
-            "install the collection's requirements (requirements-runtime.txt) into the Python that runs Ansible"
+            "install the collection's requirements (meta/ee-requirements.txt) into the Python that runs Ansible"
         )
 
 

@@ -773,3 +773,19 @@ def test_the_injected_credentials_render_the_production_inventory_for_each_templ
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok: [localhost]") == len(plays), result.stdout
     assert "fake-db-password" in result.stdout and "fake-project-ref" in result.stdout
+
+
+def test_the_collection_declares_its_own_execution_environment_needs():
+    """An EE that lists pgdr.supabase among its galaxy requirements gets the collection's needs from
+    meta/execution-environment.yml: the same run-time Python file and system packages the project's own EE uses."""
+    meta = yaml.safe_load((REPO / "meta" / "execution-environment.yml").read_text())
+    project = yaml.safe_load((REPO / "execution-environment.yml").read_text())
+    needs = meta["dependencies"]
+    assert set(needs) == {"python", "system"}
+    assert needs["python"] == project["dependencies"]["python"] == "meta/ee-requirements.txt"
+    assert needs["system"] == project["dependencies"]["system"] == "bindep.txt"
+    runtime = pins(REPO / needs["python"])
+    dev = pins(REPO / "requirements.txt")
+    assert runtime and all(dev.get(name) == version for name, version in runtime.items()), runtime
+    system = [line.split("#")[0].strip() for line in (REPO / needs["system"]).read_text().splitlines()]
+    assert {"postgresql-client-15 [platform:dpkg]", "pgbackrest [platform:dpkg]"} <= set(filter(None, system))

@@ -50,6 +50,9 @@ def test_the_artifact_holds_the_collection_and_nothing_of_a_working_copy(install
         "plugins/callback/runbook_report.py",
         "roles/logical_restore/meta/argument_specs.yml",
         "playbooks/restore.yml",
+        "meta/execution-environment.yml",
+        "meta/ee-requirements.txt",
+        "bindep.txt",
     ):
         assert needed in names, f"{needed} is missing from the artifact"
     leaked = [
