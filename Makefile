@@ -20,7 +20,7 @@ TEST_APT_PACKAGES := chromium
 SUPABASE_CLI_VERSION := 2.117.0
 SUPABASE_CLI := .tools/supabase-cli/node_modules/.bin/supabase
 
-.PHONY: help setup system-packages test-packages test-clients drill test lint sanity unit sandbox-up sandbox-down sandbox-status bench bench-restore bench-shapes clean
+.PHONY: help setup system-packages test-packages test-clients drill test lint sanity unit sandbox-up sandbox-down sandbox-status bench bench-restore bench-shapes bench-fleet clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -90,6 +90,10 @@ bench: setup ## Backup benchmark against raw pg_dump (minutes; several GB of dis
 
 bench-restore: setup ## Restore and drill benchmark against raw pg_restore: see bench/README.md
 	$(BIN)/python bench/restore.py
+
+BENCH_FLEET_ARGS ?=
+bench-fleet: setup ## Three 0.5 GB projects backed up in one run (forks) vs one after the other: bench/README.md
+	$(BIN)/python bench/fleet.py $(BENCH_FLEET_ARGS)
 
 BENCH_SHAPES_ARGS ?=
 bench-shapes: setup ## Backup and restore of four database shapes against raw pg_dump/pg_restore (long): bench/README.md

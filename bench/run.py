@@ -137,7 +137,7 @@ def measure(
             proc.stdin.write(stdin_data)
             proc.stdin.close()
         # wait4 reports the child's CPU time including the descendants it waited for (pg_dump under Python).
-        _, status, usage = os.wait4(proc.pid, 0)
+        _unused, status, usage = os.wait4(proc.pid, 0)
         wall = time.monotonic() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         stop.set()
@@ -164,7 +164,7 @@ def prepare_sandbox(root: Path, size_gb: float) -> dict:
     with contextlib.redirect_stdout(sys.stderr):
         sandboxlib.up(root)
         goal = int(size_gb * GIB)
-        for _ in range(5):
+        for _unused in range(5):
             size = db_size(root)
             if size >= goal:
                 break
@@ -203,7 +203,7 @@ def clear_prefix(target: S3Target, prefix: str) -> int:
     folder = prefix.strip("/") + "/"
     for key, upload_id in target.list_uploads(folder):
         target.abort_upload(key, upload_id)
-    keys = [key for key, _ in target.list_keys(folder)]
+    keys = [key for key, _unused in target.list_keys(folder)]
     target.delete_keys(keys)
     return len(keys)
 

@@ -266,7 +266,7 @@ class ShapesBench:
         if shape == "big":
             with contextlib.redirect_stdout(sys.stderr):
                 goal = int(self.args.size_gb * GIB)
-                for _ in range(5):
+                for _unused in range(5):
                     size = self.db_size(shape)
                     if size >= goal:
                         break
@@ -299,7 +299,7 @@ class ShapesBench:
             work(statement)
         statements = plan["statements"]
         with ThreadPoolExecutor(SEED_WORKERS if plan["parallel"] else 1) as pool:
-            for done, _ in enumerate(pool.map(work, statements), 1):
+            for done, _unused in enumerate(pool.map(work, statements), 1):
                 if done % max(1, len(statements) // 5) == 0:
                     log(f"  {shape}: {done}/{len(statements)} statements, {time.monotonic() - started:.0f} s")
         for statement in plan.get("finish", []):
@@ -507,7 +507,7 @@ class ShapesBench:
                     f"  {shape} {name} {i}/{args.repeat}: {result['wall_s']:.2f} s, {result['peak_tree_rss_mb']:.0f} MB"
                 )
         out["backup_prefix"] = samples["backup_pgdr"][-1]["prefix"]
-        out["fingerprint_alone_s"] = [round(self.fingerprint_alone(shape), 3) for _ in range(args.repeat)]
+        out["fingerprint_alone_s"] = [round(self.fingerprint_alone(shape), 3) for _unused in range(args.repeat)]
         dump, out["baseline_dump"] = self.baseline_dump(shape)
         try:
             names = ["restore_raw", "restore_pgdr"] + (["restore_pgdr_j1"] if shape == "many" and args.scaling else [])

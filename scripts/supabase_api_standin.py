@@ -99,7 +99,7 @@ def new_project(ref, name, pitr_enabled=True, now=None, internal_id=None, **extr
 
 def new_ref():
     """A project ref: 20 lowercase letters."""
-    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(20))
+    return "".join(secrets.choice(string.ascii_lowercase) for _unused in range(20))
 
 
 def default_state():
@@ -294,7 +294,7 @@ class StandIn:
                 # Every project the token sees (the CLI's `projects list` and ref lookups).
                 ("GET", "v1/projects"): lambda: (
                     200,
-                    [self.project_body(p) for _, p in sorted(self.state["projects"].items())],
+                    [self.project_body(p) for _unused, p in sorted(self.state["projects"].items())],
                     {},
                 ),
                 ("POST", "v1/projects"): lambda: self.create(body),

@@ -146,7 +146,7 @@ def validate_params(module, params):
     the error messages, empty when valid."""
     from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-    spec, rules, _ = module_spec(module)
+    spec, rules, _unused = module_spec(module)
     validator = ArgumentSpecValidator(
         spec,
         mutually_exclusive=rules.get("mutually_exclusive"),

@@ -348,4 +348,4 @@ def restored_with_tools(state, workdir, label):
         }
     finally:
         drop_database(state, database)
-        target.delete_keys([key for key, _ in target.list_keys(f"{prefix}/")])
+        target.delete_keys([key for key, _unused in target.list_keys(f"{prefix}/")])

@@ -112,12 +112,26 @@ class PlaybookRun:
         ]
 
 
+# The sandbox's inventory lists three projects (hosts of supabase_projects); a test runs on the main one, which the
+# restore side restores, unless it asks for others (limit=None: every host, as `ansible-playbook` without --limit).
+# localhost: the plays some tests write for themselves (hosts: localhost).
+MAIN_PROJECT_LIMIT = "production,localhost"
+
+
 def playbook_runner(sandbox_dir, folder):
     """A function that runs a playbook of the repo through ansible-runner against the sandbox's inventory, its
     private data folders under folder."""
     import ansible_runner
 
-    def run(playbook, extravars=None, check=False, diff=False, inventory="inventories/local/hosts.yml", env=None):
+    def run(
+        playbook,
+        extravars=None,
+        check=False,
+        diff=False,
+        inventory="inventories/local/hosts.yml",
+        env=None,
+        limit=MAIN_PROJECT_LIMIT,
+    ):
         private = Path(folder) / f"runner-{uuid.uuid4().hex[:8]}"
         private.mkdir(parents=True)
         cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
@@ -135,6 +149,7 @@ def playbook_runner(sandbox_dir, folder):
             extravars=extravars or {},
             envvars=envvars,
             cmdline=cmdline or None,
+            limit=limit,
             quiet=True,
             project_dir=str(REPO),
         )

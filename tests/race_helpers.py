@@ -115,7 +115,7 @@ def rounds_race(func, rounds, args, racers=2, timeout=900):
         proc.start()
     found = {}
     try:
-        for _ in range(rounds * racers):
+        for _unused in range(rounds * racers):
             round_, index, outcome = queue.get(timeout=timeout)
             found.setdefault(round_, [None] * racers)[index] = outcome
     finally:
@@ -133,7 +133,7 @@ def race(func, args_per_racer, timeout=300):
     procs = [_CTX.Process(target=func, args=(barrier, queue, *args)) for args in args_per_racer]
     for proc in procs:
         proc.start()
-    outcomes = [queue.get(timeout=timeout) for _ in procs]
+    outcomes = [queue.get(timeout=timeout) for _unused in procs]
     for proc in procs:
         proc.join(timeout=30)
     return outcomes

@@ -6,6 +6,8 @@ type: aggregate
 short_description: Per-step timings and a closing verdict for runbook playbooks
 description:
   - Times every task and, when the playbook ends, prints each step's duration, the total, and PASSED or FAILED.
+  - Then one line per host (with C(ansible_connection=local), each host is a protected database, a project), PASSED
+    or FAILED with the task that failed it and the first line of its message; the run is FAILED when one is.
   - With O(report_path) set, also writes the same as JSON, for a scheduler or the drill report to pick up.
 requirements:
   - enabled in ansible.cfg (C(callbacks_enabled = runbook_report))
@@ -35,6 +37,8 @@ class CallbackModule(CallbackBase):
         self.steps = []
         self.current = None
         self.playbook = None
+        # host -> (task, first line of the message) of its last failure that was not ignored
+        self.host_failures = {}
 
     def _close_step(self):
         if self.current:
@@ -55,11 +59,18 @@ class CallbackModule(CallbackBase):
         if self.current and self.current["status"] != "failed":
             self.current["status"] = status
 
+    def _host_failed(self, result):
+        msg = str(result._result.get("msg") or "").strip().splitlines()
+        self.host_failures[result._host.get_name()] = (result._task.get_name(), msg[0][:200] if msg else "")
+
     def v2_runner_on_failed(self, result, ignore_errors=False):
         self._mark("ignored" if ignore_errors else "failed")
+        if not ignore_errors:
+            self._host_failed(result)
 
     def v2_runner_on_unreachable(self, result):
         self._mark("failed")
+        self._host_failed(result)
 
     def v2_runner_on_ok(self, result):
         if result._result.get("changed"):
@@ -79,6 +90,16 @@ class CallbackModule(CallbackBase):
         self._display.banner(f"RUN REPORT: {verdict} in {total} s")
         for step in self.steps:
             self._display.display(f"  {step['duration_s']:9.2f} s  {step['status']:8s} {step['task']}")
+        hosts = self._hosts(stats)
+        if hosts:
+            passed = sum(1 for h in hosts if h["verdict"] == "PASSED")
+            self._display.display(f"  hosts: {passed} passed, {len(hosts) - passed} failed")
+            width = max(len(h["host"]) for h in hosts)
+            for h in hosts:
+                line = f"    {h['host']:<{width}}  {h['verdict']}"
+                if h["verdict"] == "FAILED" and h["failed_task"]:
+                    line += f" at {h['failed_task']!r}" + (f": {h['msg']}" if h["msg"] else "")
+                self._display.display(line)
         path = self.get_option("report_path")
         if path:
             report = {
@@ -86,7 +107,26 @@ class CallbackModule(CallbackBase):
                 "verdict": verdict,
                 "duration_s": total,
                 "steps": self.steps,
+                "hosts": hosts,
                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             with open(path, "w", encoding="utf-8") as fh:
                 json.dump(report, fh, indent=2)
+
+    def _hosts(self, stats):
+        """Each host of the run, in name order: its verdict, and the task that failed it."""
+        found = []
+        for host in sorted(stats.processed):
+            failed = bool(stats.failures.get(host) or stats.dark.get(host))
+            task, msg = self.host_failures.get(host, ("", "")) if failed else ("", "")
+            found.append(
+                {
+                    "host": host,
+                    "verdict": "FAILED" if failed else "PASSED",
+                    "failed_task": task,
+                    "msg": msg,
+                    "ok": stats.ok.get(host, 0),
+                    "changed": stats.changed.get(host, 0),
+                }
+            )
+        return found

@@ -1,3 +1,7 @@
+"""The env store option: O(store) (pgdr.supabase.env, pgdr.supabase.promote), and the same keys under
+O(stores[].store) of pgdr.supabase.config_snapshot. One text, so a key is documented the same wherever a store is."""
+
+
 class ModuleDocFragment:
     DOCUMENTATION = r"""
 options:
@@ -90,3 +94,40 @@ options:
         type: int
         default: 60
 """
+
+
+def _store_keys(extra_indent, path):
+    """The store's suboptions as DOCUMENTATION has them, indented ``extra_indent`` more and with O(store.<key>)
+    references made O(<path>.<key>)."""
+    block = ModuleDocFragment.DOCUMENTATION[ModuleDocFragment.DOCUMENTATION.index("    suboptions:\n") :]
+    lines = [" " * extra_indent + line if line.strip() else line for line in block.splitlines()]
+    return "\n".join(lines).replace("O(store.", f"O({path}.") + "\n"
+
+
+# pgdr.supabase.env_store.snapshot_stores: pgdr.supabase.config_snapshot's O(stores), a list of stores, each with the
+# keys of O(store). Set here rather than in the class body: it is built from DOCUMENTATION (which yamllint checks).
+ModuleDocFragment.SNAPSHOT_STORES = """
+options:
+  stores:
+    description: The env stores to snapshot.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      label:
+        description: Name of the store in the snapshot. Default a description of the store without secrets.
+        type: str
+      names:
+        description:
+          - Variables to record. Empty for every variable the store holds (dotenv, ssm, secretsmanager can list;
+            a command store cannot).
+        type: list
+        elements: str
+        default: []
+      store:
+        description:
+          - The store's settings, as the O(ignore:store) option of M(pgdr.supabase.env). Secrets in it are never
+            logged.
+        type: dict
+        required: true
+""" + _store_keys(4, "stores[].store")

@@ -1,57 +1,51 @@
 # Copyright: the pgdr authors. GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters for connection strings: point one at another database, mask its password for display, and build a
-hosted project's."""
+"""Filters for connection strings, each the engine's own helper (module_utils/pg.py, hosted_project.py): the
+restored database's connection string from a restore module's result, a connection string pointed at another
+database, one masked for display, and a hosted project's."""
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.pgdr.supabase.plugins.module_utils import pg
 from ansible_collections.pgdr.supabase.plugins.module_utils.hosted_project import render_template
 
-try:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-except ImportError as exc:  # the controller's Python lacks psycopg: said when a filter is used, not at load time
-    PSYCOPG_IMPORT_ERROR = exc
-else:
-    PSYCOPG_IMPORT_ERROR = None
+# What Ansible puts in a module's result where a no_log option's whole value stood.
+NO_LOG_PLACEHOLDER = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 
 
 def _need_psycopg():
-    if PSYCOPG_IMPORT_ERROR is not None:
+    if not pg.HAS_PSYCOPG:
         raise AnsibleFilterError(
-            f"the pgdr.supabase dsn filters need psycopg on the controller ({PSYCOPG_IMPORT_ERROR}): "
-            "install the collection's requirements (meta/ee-requirements.txt) into the Python that runs Ansible"
+            "the pgdr.supabase dsn filters need psycopg on the controller: install the collection's requirements "
+            "(meta/ee-requirements.txt) into the Python that runs Ansible"
         )
+
+
+def restored_dsn(restore, dsn=None, password=None):
+    """restore_result.restore | restored_dsn(dsn=target_dsn) -> the restored database's connection string.
+
+    A module's result is printed, so its restore.dsn carries the password masked; this puts back the password
+    given, or the one of dsn (the connection string the restore was given). Set the fact it goes into no_log."""
+    masked = (restore or {}).get("dsn") or ""
+    if not masked:
+        return ""
+    if masked == NO_LOG_PLACEHOLDER:  # the restored database is the one given (a restore in place)
+        return dsn or ""
+    _need_psycopg()
+    return pg.unmask(masked, password=password, dsn=dsn)
 
 
 def dsn_database(dsn, database):
     """postgresql://u:p@h:5432/postgres | dsn_database('restore_x') -> the same server, database restore_x.
 
     A URL stays a URL, so applications that only read URLs (SUPABASE_DB_URL) can use the result."""
-    if "://" in dsn:
-        head, _, rest = dsn.partition("://")
-        netloc, _, path = rest.partition("/")
-        query = ""
-        if "?" in path:
-            path, _, query = path.partition("?")
-        return f"{head}://{netloc}/{database}" + (f"?{query}" if query else "")
     _need_psycopg()
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = database
-    return make_conninfo(**params)
+    return pg.with_database(dsn, database)
 
 
 def mask_dsn(dsn):
     """The connection string with its password replaced by ********."""
     _need_psycopg()
-    params = conninfo_to_dict(dsn)
-    if "password" not in params:
-        return dsn
-    if "://" in dsn:
-        head, _, rest = dsn.partition("://")
-        userinfo, at, hostpart = rest.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        return f"{head}://{user}:********{at}{hostpart}"
-    params["password"] = "********"  # noqa: S105 - the mask, not a password
-    return make_conninfo(**params)
+    return pg.mask_password(dsn)
 
 
 def project_db_url(template, project, password):
@@ -62,4 +56,9 @@ def project_db_url(template, project, password):
 
 class FilterModule:
     def filters(self):
-        return {"dsn_database": dsn_database, "mask_dsn": mask_dsn, "project_db_url": project_db_url}
+        return {
+            "restored_dsn": restored_dsn,
+            "dsn_database": dsn_database,
+            "mask_dsn": mask_dsn,
+            "project_db_url": project_db_url,
+        }

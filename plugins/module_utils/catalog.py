@@ -189,7 +189,7 @@ def list_backups(target, prefix, source, include_incomplete=True, verify=False):
                     "backup_id": backup_id,
                     "complete": False,
                     "source": source,
-                    "size": sum(size for _, size in keys),
+                    "size": sum(size for _unused, size in keys),
                     "objects": len(keys),
                 }
             )

@@ -228,7 +228,7 @@ class StoreLock:
     @staticmethod
     def _holder(fd):
         """The holder's description; it writes it right after taking the lock, so wait a moment for it."""
-        for _ in range(20):
+        for _unused in range(20):
             try:
                 holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
             except ValueError:

@@ -102,7 +102,7 @@ def render_dotenv(text, values, remove=()):
                 out[-1] = _split_eol(out[-1])[0]
             continue
         if name in values:
-            _, quote, tail = parse_value(match["rest"])
+            _unused, quote, tail = parse_value(match["rest"])
             out.append(f"{match['lead']}{name}{match['sep']}{format_value(values[name], quote)}{tail}{eol}")
             seen.add(name)
             continue

@@ -445,7 +445,7 @@ def acl_differences(expected, actual):
 
 
 def _label(key):
-    kind, _, name = key.partition(" ")
+    kind, _unused, name = key.partition(" ")
     return kind.replace("_", " "), name
 
 

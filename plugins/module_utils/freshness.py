@@ -98,10 +98,10 @@ def _check_now(now_given, newest_backup_id, finished_unix, now):
     """A given ``now`` (a rehearsal) must not lie before the newest backup it judges."""
     if now_given is not None and now < finished_unix:
         raise DRError(
-            f"monitor_now {iso(now)} is earlier than the newest backup {newest_backup_id}, which finished at "
-            f"{iso(finished_unix)}: its age would be negative",
+            f"the time to check as (now) {iso(now)} is earlier than the newest backup {newest_backup_id}, which "
+            f"finished at {iso(finished_unix)}: its age would be negative",
             step="check freshness",
-            hint=f"give a time after {iso(finished_unix)}, or none to check now",
+            hint=f"give a time after {iso(finished_unix)} as now, or none to check as of the current time",
         )
 
 

@@ -128,7 +128,7 @@ def production_identities(production, manifest):
 
 def _address_match(production, target_dsn, database):
     """The inventory entry matching the DSN's host, port and database (the older check), or None."""
-    host, port, _ = pg.dsn_parts(target_dsn)
+    host, port, _unused = pg.dsn_parts(target_dsn)
     for entry in production or ():
         same_host = _addresses(str(entry.get("host", ""))) & _addresses(host)
         if same_host and int(entry.get("port") or 5432) == port and entry.get("database", "postgres") == database:

@@ -433,12 +433,12 @@ def read_locked_record(secondary, key, now=None):
     fallback = None
     for version in versions:
         try:
-            _mode, until, _ = _version_lock(secondary, key, version["version_id"])
+            _mode, until, _unused = _version_lock(secondary, key, version["version_id"])
         except S3_ERRORS as exc:
             if is_not_found(exc):
                 continue
             raise translate(exc, "read secure-copy record", secondary.where(key)) from exc
-        found, _ = _read_version_json(secondary, key, version["version_id"], "read secure-copy record")
+        found, _unused = _read_version_json(secondary, key, version["version_id"], "read secure-copy record")
         if not isinstance(found, dict) or found.get("status") != "secured":
             continue
         if fallback is None:

@@ -97,7 +97,7 @@ def ancestors(pid=None):
 
 def controllers(chain):
     """The processes whose end means this run must stop (see the module docstring)."""
-    for index, (_, _, argv) in enumerate(chain):
+    for index, (_unused, _unused, argv) in enumerate(chain):
         if _is_ansible(argv):
             watched = []
             for entry in chain[index:]:
@@ -111,7 +111,7 @@ def controllers(chain):
 
 
 def _gone(entry):
-    pid, start, _ = entry
+    pid, start, _unused = entry
     now = _stat(pid)
     return now is None or now[1] != start
 
@@ -152,7 +152,7 @@ def install(interval=POLL_S):
         thread = threading.Thread(target=_watch, args=(watched, interval), name="controller-watch", daemon=True)
         thread.start()
         _state["watcher"] = thread
-    return [(pid, argv[:2]) for pid, _, argv in watched]
+    return [(pid, argv[:2]) for pid, _unused, argv in watched]
 
 
 _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None

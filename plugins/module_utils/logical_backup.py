@@ -131,7 +131,7 @@ def _source_facts(request):
     with pg.connect(request.dsn, step="connect source") as conn:
         facts = pg.server_facts(conn)
     flavor = facts["flavor"] if request.flavor == "auto" else request.flavor
-    host, port, _ = pg.dsn_parts(request.dsn)
+    host, port, _unused = pg.dsn_parts(request.dsn)
     return dict(facts, flavor=flavor, host=host, port=port, name=request.source)
 
 
@@ -208,7 +208,7 @@ def plan(request):
                 "workers",
             },
         ],
-        "leftovers": [key for key, _ in leftovers],
+        "leftovers": [key for key, _unused in leftovers],
         "encryption": f"age, to {len(request.recipients)} recipient(s)" if request.recipients else "none",
         "server_side_encryption": request.sse_args.get("ServerSideEncryption") or "none",
         "lock": holder,
@@ -276,7 +276,7 @@ class _Store:
 
     def copy_stream(self, fh):
         """Compress a whole stream (a tool's stdout) in one go."""
-        read, _ = self.compressor.copy_stream(fh, self.sink, read_size=READ_SIZE, write_size=READ_SIZE)
+        read, _unused = self.compressor.copy_stream(fh, self.sink, read_size=READ_SIZE, write_size=READ_SIZE)
         self.raw_size += read
 
     def close(self, **extra):
@@ -462,7 +462,7 @@ class _DataDump:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        entries = [entry for entry, _ in self._results]
+        entries = [entry for entry, _unused in self._results]
         sections = {entry["name"]: secs for entry, secs in self._results}
         content = {}
         for secs in sections.values():

@@ -401,7 +401,7 @@ def _timeline_section(event):
             '<section id="timeline"><h2>Step timeline</h2><p class="muted">No step durations were recorded '
             "(the run stopped before its steps, or this kind of run does not time them).</p></section>"
         )
-    total = sum(v for _, v in steps)
+    total = sum(v for _unused, v in steps)
     rows = [(name, value, "", f"{name}: {value:.3f} s") for name, value in steps]
     return (
         '<section id="timeline"><h2>Step timeline</h2>'

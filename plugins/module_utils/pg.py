@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+from urllib.parse import quote
 
 from ansible_collections.pgdr.supabase.plugins.module_utils import dumpspec
 from ansible_collections.pgdr.supabase.plugins.module_utils.errors import DRError, redact
@@ -102,9 +103,58 @@ def quote_table(schema, name):
 
 
 def with_database(dsn, dbname):
-    """The same connection string pointing at another database (password kept)."""
+    """The same connection string pointing at another database (password kept). A URL stays a URL, so applications
+    that only read URLs (SUPABASE_DB_URL) can use the result."""
+    if "://" in dsn:
+        head, rest = dsn.split("://", 1)
+        netloc, path = rest.split("/", 1) if "/" in rest else (rest, "")
+        query = path.partition("?")[2]
+        return f"{head}://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
     params = conninfo_to_dict(dsn)
     params["dbname"] = dbname
+    return make_conninfo(**params)
+
+
+MASK = "********"
+
+
+def mask_password(dsn):
+    """The connection string with its password replaced by ******** (a URL stays a URL); safe to print."""
+    if not dsn:
+        return dsn
+    params = conninfo_to_dict(dsn)
+    if "password" not in params:
+        return dsn
+    if "://" in dsn:
+        head, rest = dsn.split("://", 1)
+        userinfo, at, hostpart = rest.rpartition("@")
+        return f"{head}://{userinfo.split(':', 1)[0]}:{MASK}{at}{hostpart}"
+    params["password"] = MASK
+    return make_conninfo(**params)
+
+
+def url(user, password, host, port, dbname):
+    """postgresql://user:password@host:port/dbname, every part quoted (the mask ******** kept as it is)."""
+    netloc = f"[{host}]" if ":" in host else host
+    secret = password if password == MASK else quote(password or "", safe="")
+    return f"postgresql://{quote(user, safe='')}:{secret}@{netloc}:{port}/{quote(dbname, safe='')}"
+
+
+def unmask(masked, password=None, dsn=None):
+    """A connection string masked by mask_password with its password put back: the one given, or the one of dsn
+    (the connection string it was derived from). Without a password to put back, it is returned as it is."""
+    if not masked:
+        return masked
+    if password is None and dsn:
+        password = conninfo_to_dict(dsn).get("password")
+    if password is None or MASK not in masked:
+        return masked
+    if "://" in masked:
+        head, rest = masked.split("://", 1)
+        userinfo, at, hostpart = rest.rpartition("@")
+        return f"{head}://{userinfo.replace(':' + MASK, ':' + quote(password, safe=''), 1)}{at}{hostpart}"
+    params = conninfo_to_dict(masked)
+    params["password"] = password
     return make_conninfo(**params)
 
 

@@ -177,7 +177,7 @@ def scan(text):
 
 def plan_count(statements):
     """The number of tests a file plans (``select plan(12)``), or None (``no_plan()`` or no plan at all)."""
-    for _, statement in statements:
+    for _unused, statement in statements:
         code = re.sub(r"'(?:[^']|'')*'", "''", statement)
         if _NO_PLAN.search(code):
             return None
@@ -190,7 +190,7 @@ def plan_count(statements):
 def extensions_created(statements):
     """Names of the extensions a file creates (other than pgTAP itself), in order."""
     names = []
-    for _, statement in statements:
+    for _unused, statement in statements:
         match = _CREATE_EXTENSION.match(statement)
         if match:
             name = match.group(1)

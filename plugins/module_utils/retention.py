@@ -266,7 +266,7 @@ def _items(target, prefix, versioned, exact=None, markers=True):
     if versioned:
         found = _list_versions(target, prefix)
         return [(k, v) for k, v, m in found if (exact is None or k == exact) and (markers or not m)]
-    return [(k, None) for k, *_ in _list_objects(target, prefix) if exact is None or k == exact]
+    return [(k, None) for k, *_unused in _list_objects(target, prefix) if exact is None or k == exact]
 
 
 def delete_item(target, key, version, now=None, step="expire backup"):
@@ -501,7 +501,7 @@ def _run_logical(
     for row in backups:
         folder = catalog.backup_prefix(prefix, source, row["backup_id"])
         objects = _list_objects(target, folder)
-        classes[row["backup_id"]] = {cls for _, _, cls, _ in objects}
+        classes[row["backup_id"]] = {cls for _unused, _unused, cls, _unused in objects}
         if not row["complete"]:
             row["last_activity"] = last_activity(target, folder, objects)
             row["running"] = holder
@@ -555,7 +555,7 @@ def _run_logical(
                 result["changed"] = True
                 continue
             try:
-                for key, _, cls, _ in _list_objects(target, folder):
+                for key, _unused, cls, _unused in _list_objects(target, folder):
                     if cls != cold_storage_class:
                         move_object(target, key, cold_storage_class)
             except S3_ERRORS as exc:
@@ -620,7 +620,7 @@ def _expire_sets(target, decisions, items_of, now, check_mode, out):
             out["changed"] = True
             continue
         try:
-            delete_items(target, [(k, v) for k, v, _ in items], now)
+            delete_items(target, [(k, v) for k, v, _unused in items], now)
         except DRError as exc:
             if getattr(exc, "locked_until", None) is None:
                 raise
@@ -637,7 +637,7 @@ def _versions_of(target, keys, versioned):
         if versioned:
             out += [(k, v, m) for k, v, m in _list_versions(target, key) if k == key]
         else:
-            out += [(k, None, False) for k, *_ in _list_objects(target, key) if k == key]
+            out += [(k, None, False) for k, *_unused in _list_objects(target, key) if k == key]
     return out
 
 
@@ -669,9 +669,11 @@ def run_storage(target, prefix, source, now, versioned, policy, check_mode, lock
     runs = sa.list_runs(target, sprefix)
     if not runs:
         return out
-    stored = {key: (size, modified) for key, size, _, modified in _list_objects(target, sa.data_prefixes(sprefix)[0])}
+    stored = {
+        key: (size, modified) for key, size, _unused, modified in _list_objects(target, sa.data_prefixes(sprefix)[0])
+    }
     for data_prefix in sa.data_prefixes(sprefix)[1:]:
-        stored.update({key: (size, modified) for key, size, _, modified in _list_objects(target, data_prefix)})
+        stored.update({key: (size, modified) for key, size, _unused, modified in _list_objects(target, data_prefix)})
     manifests = {run: sa.load_manifest(target, sprefix, run) for run in runs}
     rows = []
     for run_id, manifest in manifests.items():
@@ -696,7 +698,7 @@ def run_storage(target, prefix, source, now, versioned, policy, check_mode, lock
         return out
     grace = dt.timedelta(hours=policy["grace_hours"])
     unreferenced = [
-        k for k, (_, modified) in stored.items() if k not in referenced and modified and now - modified >= grace
+        k for k, (_unused, modified) in stored.items() if k not in referenced and modified and now - modified >= grace
     ]
     out["collect"] = f"{len(unreferenced)} stored files no remaining run lists"
     for key in unreferenced:
@@ -707,7 +709,7 @@ def run_storage(target, prefix, source, now, versioned, policy, check_mode, lock
             continue
         if not check_mode:
             try:
-                delete_items(target, [(k, v) for k, v, _ in items], now, step="collect stored file")
+                delete_items(target, [(k, v) for k, v, _unused in items], now, step="collect stored file")
             except DRError as exc:
                 if getattr(exc, "locked_until", None) is None:
                     raise

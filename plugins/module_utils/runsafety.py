@@ -50,7 +50,7 @@ def remove_own(target, manifest_key, ledger, step="remove the unfinished backup"
 
     Returns {"removed": [...], "kept": [...], "committed_by_other": bool}."""
     if _folder_committed(target, manifest_key, step):
-        return {"removed": [], "kept": [k for k, _ in ledger.items()], "committed_by_other": True}
+        return {"removed": [], "kept": [k for k, _unused in ledger.items()], "committed_by_other": True}
     removed, kept = [], []
     for key, etag in ledger.items():
         if etag and target.delete_if_match(key, etag, step=step):

@@ -519,7 +519,7 @@ class RangedReader:
         self._etag = etag
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-range")
         self._window = collections.deque()
-        for _ in range(workers * 2):
+        for _unused in range(workers * 2):
             self._schedule()
         self._buffer = b""
 

@@ -297,3 +297,39 @@ def trusted_manifest(
     if locked is not None:
         trust["trusted"] = "primary (byte-identical to the locked copy)"
     return manifest, trust
+
+
+def trusted_backup(
+    target,
+    prefix,
+    source,
+    backup_id,
+    public_keys,
+    allow_unsigned=None,
+    from_secondary=False,
+    primary=None,
+    secondary=None,
+    step="check manifest",
+):
+    """The manifest of one backup, read from the bucket and trusted before any object is read, the same way for
+    every module that is given only a backup id: (manifest, trust, named_by).
+
+    From the primary bucket (target): trusted_manifest (signature, keys inside the folder, compared with the locked
+    copy in ``secondary`` when given). With ``from_secondary`` (target is the Object-Lock bucket): the exact locked
+    version its secure-copy record names (``primary``, when given, for backups secured before the locked bucket kept
+    its own record), its signature checked; named_by says which record named it (None from the primary)."""
+    if not from_secondary:
+        manifest, trust = trusted_manifest(
+            target, prefix, source, backup_id, public_keys, allow_unsigned, secondary, step
+        )
+        return manifest, trust, None
+    from ansible_collections.pgdr.supabase.plugins.module_utils import immutable
+
+    manifest, _record, info = immutable.load_secured(target, prefix, source, backup_id, primary=primary)
+    key = catalog.manifest_key(prefix, source, backup_id)
+    trust = {"manifest_key": key, "locked_copy": target.where(key), "warnings": list(info["warnings"])}
+    trust.update(
+        verify(manifest, public_keys, allow_unsigned, folder_of(prefix, source, backup_id), target.where(key), step),
+        trusted=f"locked (as named by {info['trusted']})",
+    )
+    return manifest, trust, info["trusted"]

@@ -490,7 +490,7 @@ def find_leftovers(backup, sprefix, runs):
     stale = [f for f in folders if f.rstrip("/").rsplit("/", 1)[-1] not in committed]
     staged = backup.list_common_prefixes(staging_prefix(sprefix), step="list storage staging")
     uploads = backup.list_uploads(objects_prefix(sprefix)) + backup.list_uploads(staging_prefix(sprefix))
-    return {"folders": stale + staged, "uploads": [key for key, _ in uploads]}
+    return {"folders": stale + staged, "uploads": [key for key, _unused in uploads]}
 
 
 def remove_leftovers(backup, sprefix, runs, keep_run):
@@ -507,7 +507,7 @@ def remove_leftovers(backup, sprefix, runs, keep_run):
     ]
     folders += backup.list_common_prefixes(staging_prefix(sprefix), step="list storage staging")
     for folder in folders:
-        keys = [k for k, _ in backup.list_keys(folder, step="list leftovers")]
+        keys = [k for k, _unused in backup.list_keys(folder, step="list leftovers")]
         backup.delete_keys(keys, step="remove leftovers")
         removed += keys
     return removed

@@ -169,34 +169,28 @@ def main():
         target = s3_target(p["s3"])
         target.check_bucket(step="select backup")
         extra = {}
+        primary = s3_target(p["primary_s3"]) if p["from_secondary"] and p["primary_s3"] else None
         if p["from_secondary"]:
             # The exact locked versions the secure-copy record names; the manifest's signature is still checked.
-            primary = s3_target(p["primary_s3"]) if p["primary_s3"] else None
             rows = immutable.list_secured(target, p["prefix"], p["source"], primary=primary)
             row = selection.resolve(target, p["prefix"], p["source"], p["backup"], rows=rows)
-            manifest, _record, info = immutable.load_secured(
-                target, p["prefix"], p["source"], row["backup_id"], primary=primary
-            )
-            key = catalog.manifest_key(p["prefix"], p["source"], row["backup_id"])
-            trust = {"manifest_key": key, "locked_copy": target.where(key), "warnings": list(info["warnings"])}
-            trust.update(
-                signing.verify(
-                    manifest,
-                    keys,
-                    p["allow_unsigned"],
-                    signing.folder_of(p["prefix"], p["source"], row["backup_id"]),
-                    target.where(key),
-                ),
-                trusted=f"locked (as named by {info['trusted']})",
-            )
-            extra["trusted"] = info["trusted"]
         else:
             row = selection.resolve(target, p["prefix"], p["source"], p["backup"])
-            # Trusted before any object is read: signature, keys inside the folder, the locked copy.
-            secondary = s3_target(p["secondary_s3"]) if p["secondary_s3"] else None
-            manifest, trust = signing.trusted_manifest(
-                target, p["prefix"], p["source"], row["backup_id"], keys, p["allow_unsigned"], secondary
-            )
+        # Trusted before any object is read: signature, keys inside the folder, the locked copy.
+        secondary = s3_target(p["secondary_s3"]) if p["secondary_s3"] and not p["from_secondary"] else None
+        manifest, trust, named_by = signing.trusted_backup(
+            target,
+            p["prefix"],
+            p["source"],
+            row["backup_id"],
+            keys,
+            p["allow_unsigned"],
+            from_secondary=p["from_secondary"],
+            primary=primary,
+            secondary=secondary,
+        )
+        if named_by:
+            extra["trusted"] = named_by
         for warning in trust["warnings"]:
             module.warn(warning)
         if p["require_decryption"]:  # before the checksum pass

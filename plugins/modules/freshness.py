@@ -112,7 +112,7 @@ options:
   fail_on_stale:
     description:
       - Fail when a check is not fresh. V(false) returns the verdict in RV(ok) and RV(stale) without failing, for a
-        caller that alerts first and fails afterwards (the C(monitor) role).
+        caller that alerts first and fails afterwards (the C(pgdr.supabase.freshness) role).
     type: bool
     default: true
 attributes:

@@ -22,8 +22,11 @@ description:
     refreshed; webhooks are created disabled and cron jobs inactive unless O(disarm=false).
   - The restored database carries a marker naming the backup it holds; a second run with the same backup changes
     nothing.
-  - Checks the manifest first, before any object is read - its signature against O(manifest_public_keys) and that
-    every object key lies inside the backup's own folder - and refuses it otherwise.
+  - Given a backup id (O(backup), O(source), O(prefix)), reads the backup's manifest from O(s3) itself and trusts
+    it the way M(pgdr.supabase.backup_select) does, before any object is read - its signature against
+    O(manifest_public_keys), every object key inside the backup's own folder, and the primary manifest compared
+    with its locked copy in O(secondary_s3); with O(from_secondary), the exact locked version the backup's
+    secure-copy record names. A O(manifest) handed in instead is checked the same way (signature, keys).
   - Refuses a production target unless O(allow_over_production) and a typed O(confirm). Production is decided on
     the server's identity (C(system_identifier) from C(pg_control_system()) and the database written, read through
     the restore's own session), compared with O(production) entries and with the backup's own source; the host and
@@ -35,8 +38,24 @@ author: pgdr authors (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - pgdr.supabase.s3
+  - pgdr.supabase.primary_s3
+  - pgdr.supabase.secondary_s3
   - pgdr.supabase.manifest_trust
 options:
+  backup:
+    description:
+      - The id of the backup to restore (C(20261128T000000Z); a M(pgdr.supabase.backup_select) result's
+        C(backup_id)); its manifest is read from O(s3) under O(prefix) and O(source). Give this or O(manifest).
+    type: str
+  source:
+    description: The source name in the backup's object keys (with O(backup)).
+    type: str
+  from_secondary:
+    description:
+      - With O(backup), O(s3) is the immutable (Object Lock) bucket and the manifest is read at the version the
+        backup's secure-copy record names (in that bucket, or for older backups in O(primary_s3)).
+    type: bool
+    default: false
   prefix:
     description:
       - Key prefix of the backups in the bucket. When given, every object key of the manifest must lie in
@@ -49,9 +68,10 @@ options:
     type: str
     required: true
   manifest:
-    description: The backup's manifest, as returned by M(pgdr.supabase.backup_select).
+    description:
+      - The backup's manifest itself, for a backup that is not in the bucket's folder layout (a test's); give
+        O(backup) instead.
     type: dict
-    required: true
   mode:
     description:
       - V(new_database) restores into a new database on the target server (self-hosted servers; needs a
@@ -133,6 +153,11 @@ options:
     type: list
     elements: str
     default: []
+  new_project:
+    description:
+      - The hosted project made for this restore (its ref, or its name while only planned), when there is one; the
+        result's C(restore.target) and C(restore.mode) then say so.
+    type: str
   lock_wait:
     description:
       - Seconds to wait for another restore into the same target database before failing. Two restores into one
@@ -156,7 +181,9 @@ EXAMPLES = r"""
 - name: Restore the chosen backup into a new staging database
   pgdr.supabase.logical_restore:
     target_dsn: "{{ vault_staging_admin_db_url }}"
-    manifest: "{{ chosen.manifest }}"
+    backup: "{{ chosen.backup_id }}"
+    source: production
+    prefix: backups
     s3: "{{ backup_s3 }}"
     production:
       - host: db.abcdefghijklmnopqrst.supabase.co
@@ -166,6 +193,33 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+restore:
+  description:
+    - The one result every restore module returns (M(pgdr.supabase.logical_restore),
+      M(pgdr.supabase.pgbackrest_restore), M(pgdr.supabase.supabase_pitr_restore)); M(pgdr.supabase.record) takes
+      it as it is (its O(pgdr.supabase.record#module:restore) option).
+    - C(dsn) the restored database's connection string with its password masked (the role puts the password back
+      into a C(no_log) fact; empty while only planned for a target that does not exist yet), C(target) where it
+      went, C(backup) (C(id), C(source), C(taken_at), and C(objects) for a logical backup), C(point_in_time) (the
+      moment aimed at, C(target_time), and where the method knows it where replay stopped; null when the backup
+      itself is given back), C(rpo_s) (data lost relative to it when measured; null when unknown), C(timings)
+      (seconds per step), C(verification) (C(state) V(checksums), V(repository) or V(none), what the restore itself
+      verified), C(method) (V(logical), V(pitr), V(supabase_pitr)), C(mode), C(planned) (check mode, only
+      planned) and C(details) (what the record also keeps).
+  returned: always
+  type: dict
+  sample:
+    method: logical
+    mode: new_database
+    dsn: "postgresql://postgres:********@127.0.0.1:5433/restore_20261128t000000z"
+    target: "127.0.0.1:5433/restore_20261128t000000z"
+    backup: {id: 20261128T000000Z, source: production, taken_at: "2026-11-28T00:00:04Z"}
+    point_in_time: null
+    rpo_s: null
+    timings: {download_verify: 1.2, data: 4.5}
+    verification: {state: checksums}
+    planned: false
+    details: {}
 database:
   description: Name of the database holding the backup.
   returned: always
@@ -222,6 +276,7 @@ from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common impor
     fail,
     long_running,
     manifest_trust_spec,
+    optional_s3_spec,
     s3_spec,
     s3_target,
     warn_cleaned,
@@ -233,11 +288,46 @@ def warn_guard(module, plan):
         module.warn(warning)
 
 
+def restore_of(p, m, result, planned, trust):
+    """The restore result (restore_result.build) of this run or plan of the backup of manifest m."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pg, restore_result
+
+    target = result["plan"].get("target") or ""
+    if p["new_project"]:
+        target = f"new project {p['new_project']}: {target}"
+    disarmed = (result.get("report") or {}).get("disarmed")
+    return restore_result.build(
+        "logical",
+        "new_project" if p["new_project"] else p["mode"],
+        pg.mask_password(pg.with_database(p["target_dsn"], result["database"])),
+        target,
+        {
+            "id": m.get("backup_id"),
+            "source": (m.get("source") or {}).get("name"),
+            "taken_at": m.get("started_at"),
+            "objects": m.get("objects") or [],
+        },
+        timings=result.get("timings"),
+        # The objects' SHA-256 (and the manifest's signature) are checked as they stream in.
+        verification={
+            "state": "checksums" if result.get("changed") and not planned else "none",
+            "manifest": trust.get("signature"),
+        },
+        planned=planned,
+        details={"disarmed": disarmed} if disarmed is not None else {},
+    )
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
             "target_dsn": {"type": "str", "required": True, "no_log": True},
-            "manifest": {"type": "dict", "required": True},
+            "manifest": {"type": "dict"},
+            "backup": {"type": "str"},
+            "source": {"type": "str"},
+            "from_secondary": {"type": "bool", "default": False},
+            "primary_s3": optional_s3_spec(),
+            "secondary_s3": optional_s3_spec(),
             "s3": s3_spec(),
             "mode": {"type": "str", "default": "new_database", "choices": ["new_database", "project"]},
             "database": {"type": "str"},
@@ -256,8 +346,12 @@ def main():
             "disarm": {"type": "bool", "default": True},
             "lock_wait": {"type": "int", "default": 0},
             "prefix": {"type": "str"},
+            "new_project": {"type": "str"},
             **manifest_trust_spec(),
         },
+        required_one_of=[["manifest", "backup"]],
+        mutually_exclusive=[["manifest", "backup"]],
+        required_by={"backup": ("source", "prefix")},
         supports_check_mode=True,
     )
     long_running(module)  # stops cleanly on SIGTERM and when the controller is gone (issue 9.11)
@@ -266,14 +360,28 @@ def main():
     p = module.params
     try:
         # The manifest is checked before any object is read (issue 9.6): signature, keys inside the folder.
-        m = p["manifest"]
-        folder = catalog.backup_prefix(p["prefix"], m["source"]["name"], m["backup_id"]) if p["prefix"] else None
-        trust = signing.verify(
-            m, signing.parse_public_keys(p["manifest_public_keys"]), p["allow_unsigned"], folder, step="check manifest"
-        )
+        keys = signing.parse_public_keys(p["manifest_public_keys"])
+        if p["backup"]:
+            m, trust, _named_by = signing.trusted_backup(
+                s3_target(p["s3"]),
+                p["prefix"],
+                p["source"],
+                p["backup"],
+                keys,
+                p["allow_unsigned"],
+                from_secondary=p["from_secondary"],
+                primary=s3_target(p["primary_s3"]) if p["from_secondary"] and p["primary_s3"] else None,
+                secondary=s3_target(p["secondary_s3"]) if p["secondary_s3"] and not p["from_secondary"] else None,
+            )
+            for warning in trust["warnings"]:
+                module.warn(warning)
+        else:
+            m = p["manifest"]
+            folder = catalog.backup_prefix(p["prefix"], m["source"]["name"], m["backup_id"]) if p["prefix"] else None
+            trust = signing.verify(m, keys, p["allow_unsigned"], folder, step="check manifest")
         request = logical_restore.RestoreRequest(
             p["target_dsn"],
-            p["manifest"],
+            m,
             s3_target(p["s3"]),
             database=p["database"],
             database_prefix=p["database_prefix"],
@@ -296,7 +404,9 @@ def main():
             plan = logical_restore.plan(request)
             warn_guard(module, plan)
             done = plan["action"] == "none"
+            planned = {"database": request.database, "plan": plan, "changed": not done}
             module.exit_json(
+                restore=restore_of(p, m, planned, not done, trust),
                 changed=not done,
                 database=request.database,
                 backup_id=request.backup_id,
@@ -311,6 +421,7 @@ def main():
         warn_guard(module, result["plan"])
         result["progress_file"] = p["progress_file"]
         result["trust"] = trust
+        result["restore"] = restore_of(p, m, result, False, trust)
         warn_cleaned(module, result)
         module.exit_json(**result)
     except (Exception, Interrupted) as exc:  # the one error path

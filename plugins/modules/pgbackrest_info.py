@@ -119,7 +119,7 @@ def main():
         if summary["exists"] and summary["backups"] and summary["archive"]["max"]:
             # What a restore can reach ends at the last archived commit, not at the newest WAL's upload.
             bin_dir = pb.DEFAULT_BIN_DIR.format(major=summary.get("pg_version") or "15")
-            moment, _, _ = tool.last_archived_commit(summary["archive"], bin_dir)
+            moment, _unused, _unused = tool.last_archived_commit(summary["archive"], bin_dir)
             summary["last_commit_ts"] = moment.timestamp() if moment else None
         earliest, latest = pb_repo.restorable_window(summary)
         result = {

@@ -144,6 +144,33 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+restore:
+  description:
+    - The one result every restore module returns (M(pgdr.supabase.logical_restore),
+      M(pgdr.supabase.pgbackrest_restore), M(pgdr.supabase.supabase_pitr_restore)); M(pgdr.supabase.record) takes
+      it as it is (its O(pgdr.supabase.record#module:restore) option).
+    - C(dsn) the restored database's connection string with its password masked (the role puts the password back
+      into a C(no_log) fact; empty while only planned for a target that does not exist yet), C(target) where it
+      went, C(backup) (C(id), C(source), C(taken_at), and C(objects) for a logical backup), C(point_in_time) (the
+      moment aimed at, C(target_time), and where the method knows it where replay stopped; null when the backup
+      itself is given back), C(rpo_s) (data lost relative to it when measured; null when unknown), C(timings)
+      (seconds per step), C(verification) (C(state) V(checksums), V(repository) or V(none), what the restore itself
+      verified), C(method) (V(logical), V(pitr), V(supabase_pitr)), C(mode), C(planned) (check mode, only
+      planned) and C(details) (what the record also keeps).
+  returned: always
+  type: dict
+  sample:
+    method: logical
+    mode: new_database
+    dsn: "postgresql://postgres:********@127.0.0.1:5433/restore_20261128t000000z"
+    target: "127.0.0.1:5433/restore_20261128t000000z"
+    backup: {id: 20261128T000000Z, source: production, taken_at: "2026-11-28T00:00:04Z"}
+    point_in_time: null
+    rpo_s: null
+    timings: {download_verify: 1.2, data: 4.5}
+    verification: {state: checksums}
+    planned: false
+    details: {}
 plan:
   description: What the run did or would do - action (restore, start, none), backup, wal_range, window.
   returned: always
@@ -197,6 +224,30 @@ marker:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import Interrupted, fail, long_running
+
+
+def restore_of(p, request, plan, result, planned):
+    """The restore result (restore_result.build) of this run or plan."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pg, restore_result
+
+    port = result.get("port") or plan.get("port")
+    reachable = bool(port) and not planned
+    backup = plan.get("backup") or {}
+    point = result.get("point_in_time") or plan.get("point_in_time") or {"target_time": plan.get("target_time")}
+    return restore_result.build(
+        "pitr",
+        "new_cluster",
+        pg.url(p["runbook_user"], pg.MASK, request.host, port, p["dbname"]) if reachable and p["runbook_user"] else "",
+        f"{request.host}:{port}/{p['dbname']}"
+        if reachable
+        else f"new cluster {request.data_dir} (planned) on {request.host}:{port or 'a free port'}",
+        {"id": backup.get("label"), "source": p["stanza"], "taken_at": backup.get("stop")},
+        point_in_time=point,
+        rpo_s=point.get("rpo_s") if isinstance(point, dict) else None,
+        timings=result.get("timings"),
+        verification={"state": "repository" if p["verify"] and result.get("changed") and not planned else "none"},
+        planned=planned,
+    )
 
 
 def main():
@@ -277,7 +328,9 @@ def main():
         }
         if module.check_mode:
             point = plan.get("point_in_time")
+            planned = plan["action"] == "restore"
             module.exit_json(
+                restore=restore_of(p, request, plan, {"port": plan.get("port"), "point_in_time": point}, planned),
                 changed=plan["action"] != "none",
                 port=plan.get("port"),
                 rpo_s=(point or {}).get("rpo_s"),
@@ -289,6 +342,7 @@ def main():
         result.update(common)
         result["rpo_s"] = (result.get("point_in_time") or {}).get("rpo_s")
         result["msg"] = pb_restore.describe_result(result)
+        result["restore"] = restore_of(p, request, plan, result, False)
         module.exit_json(**result)
     except (Exception, Interrupted) as exc:  # the one error path
         fail(module, exc)

@@ -227,7 +227,7 @@ def main():
             msg = f"{verb} {target.where(key)}: {now_there['result']}"
             module.exit_json(changed=written, record=now_there, msg=msg)
 
-        host, port, _ = pg.dsn_parts(p["target_dsn"])
+        host, port, _unused = pg.dsn_parts(p["target_dsn"])
         with proof.connect_admin(p["target_dsn"]) as conn:
             if p["action"] == "drop":
                 proof.check_throwaway(p["database"], p["database_prefix"])

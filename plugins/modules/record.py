@@ -44,6 +44,50 @@ options:
         written all the same and the task then reports C(changed=false), so a second run of a playbook stays
         unchanged. Omit when unknown.
     type: bool
+  restore:
+    description:
+      - The C(restore) result of a restore module (M(pgdr.supabase.logical_restore),
+        M(pgdr.supabase.pgbackrest_restore), M(pgdr.supabase.supabase_pitr_restore)), taken as it is. Its
+        C(backup), C(target), C(point_in_time) (its C(target_time); the whole of it in C(details.point_in_time)
+        when it says more), C(rpo_s), C(timings) and C(details) stand in for O(backup), O(target),
+        O(point_in_time), O(rpo_s), O(durations) and O(details), which, when given as well, add to it (O(durations)
+        and O(details) merged, the others only where the result has nothing).
+    type: dict
+    default: {}
+    suboptions:
+      method:
+        description: V(logical), V(pitr) or V(supabase_pitr).
+        type: str
+      mode:
+        description: Where it went (V(new_database), V(project), V(new_project), V(new_cluster), V(in_place)).
+        type: str
+      dsn:
+        description: The restored database's connection string; not recorded. Never logged.
+        type: str
+      target:
+        description: Where it went, never secret.
+        type: str
+      backup:
+        description: C(id), C(source), C(taken_at) (and C(objects) for a logical backup).
+        type: dict
+      point_in_time:
+        description: C(target_time) and, where the method knows it, where replay stopped; null for none.
+        type: dict
+      rpo_s:
+        description: Data lost relative to C(point_in_time) when measured; null when unknown.
+        type: float
+      timings:
+        description: Seconds per step.
+        type: dict
+      verification:
+        description: What the restore itself verified (C(state)).
+        type: dict
+      planned:
+        description: Only planned (check mode).
+        type: bool
+      details:
+        description: What else the record keeps (C(disarmed)).
+        type: dict
   backup:
     description: The backup involved, with C(id), C(source), C(taken_at) and C(objects) (name, size, sha256).
     type: dict
@@ -200,6 +244,23 @@ def main():
             "reason": {"type": "str", "default": ""},
             "initiator": {"type": "str"},
             "run_changed": {"type": "bool"},
+            "restore": {
+                "type": "dict",
+                "default": {},
+                "options": {
+                    "method": {"type": "str"},
+                    "mode": {"type": "str"},
+                    "dsn": {"type": "str", "no_log": True},
+                    "target": {"type": "str"},
+                    "backup": {"type": "dict"},
+                    "point_in_time": {"type": "dict"},
+                    "rpo_s": {"type": "float"},
+                    "timings": {"type": "dict"},
+                    "verification": {"type": "dict"},
+                    "planned": {"type": "bool"},
+                    "details": {"type": "dict"},
+                },
+            },
             "backup": {"type": "dict", "default": {}},
             "target": {"type": "str"},
             "checks": {"type": "list", "elements": "dict", "default": []},
@@ -220,10 +281,17 @@ def main():
         },
         supports_check_mode=True,
     )
-    from ansible_collections.pgdr.supabase.plugins.module_utils import audit
+    from ansible_collections.pgdr.supabase.plugins.module_utils import audit, restore_result
 
-    p = module.params
+    p = dict(module.params)
     try:
+        if p["restore"]:
+            taken = restore_result.record_inputs(p["restore"])
+            for name in ("backup", "target", "point_in_time", "rpo_s"):
+                if taken[name] not in (None, "", {}):
+                    p[name] = taken[name]
+            p["durations"] = {**taken["durations"], **p["durations"]}
+            p["details"] = {**taken["details"], **p["details"]}
         rto, rpo, notes = audit.measure(
             p["started_at"], p["verified_at"], p["point_in_time"], p["rpo_s"], p["backup"].get("taken_at")
         )

@@ -37,39 +37,6 @@ options:
       - The Storage endpoint to restore into (the staging project). For Supabase
         V(https://<ref>.storage.supabase.co/storage/v1/s3) with the project's region and S3 access keys made in
         its dashboard. Keys from the vault.
-    type: dict
-    required: true
-    suboptions:
-      endpoint_url:
-        description: S3 endpoint of the Storage service.
-        type: str
-      region:
-        description: Region used for signing (the project's region for Supabase).
-        type: str
-        default: us-east-1
-      access_key:
-        description: Access key id. Never logged.
-        type: str
-      secret_key:
-        description: Secret access key. Never logged.
-        type: str
-      session_token:
-        description: Session token of temporary credentials. Never logged.
-        type: str
-      ca_bundle:
-        description: CA certificate file to verify the endpoint's TLS certificate with.
-        type: path
-      validate_certs:
-        description: Verify the endpoint's TLS certificate.
-        type: bool
-        default: true
-      checksums:
-        description:
-          - When boto3 adds its own CRC checksums to requests and checks them in responses. V(when_required) is
-            what S3-compatible servers accept; V(when_supported) is boto3's own default since 1.36.
-        type: str
-        default: when_required
-        choices: [when_required, when_supported]
   prefix:
     description: Key prefix of all backups in the backup bucket.
     type: str

@@ -46,6 +46,11 @@ options:
     description: Seconds between two status reads while waiting.
     type: float
     default: 15
+  dsn:
+    description:
+      - The project's database connection string (the one the checks after the restore use). Only returned, with
+        its password masked, as C(restore.dsn); never connected to here. Never logged.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -73,6 +78,33 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+restore:
+  description:
+    - The one result every restore module returns (M(pgdr.supabase.logical_restore),
+      M(pgdr.supabase.pgbackrest_restore), M(pgdr.supabase.supabase_pitr_restore)); M(pgdr.supabase.record) takes
+      it as it is (its O(pgdr.supabase.record#module:restore) option).
+    - C(dsn) the restored database's connection string with its password masked (the role puts the password back
+      into a C(no_log) fact; empty while only planned for a target that does not exist yet), C(target) where it
+      went, C(backup) (C(id), C(source), C(taken_at), and C(objects) for a logical backup), C(point_in_time) (the
+      moment aimed at, C(target_time), and where the method knows it where replay stopped; null when the backup
+      itself is given back), C(rpo_s) (data lost relative to it when measured; null when unknown), C(timings)
+      (seconds per step), C(verification) (C(state) V(checksums), V(repository) or V(none), what the restore itself
+      verified), C(method) (V(logical), V(pitr), V(supabase_pitr)), C(mode), C(planned) (check mode, only
+      planned) and C(details) (what the record also keeps).
+  returned: always
+  type: dict
+  sample:
+    method: logical
+    mode: new_database
+    dsn: "postgresql://postgres:********@127.0.0.1:5433/restore_20261128t000000z"
+    target: "127.0.0.1:5433/restore_20261128t000000z"
+    backup: {id: 20261128T000000Z, source: production, taken_at: "2026-11-28T00:00:04Z"}
+    point_in_time: null
+    rpo_s: null
+    timings: {download_verify: 1.2, data: 4.5}
+    verification: {state: checksums}
+    planned: false
+    details: {}
 plan:
   description: What the run did or would do (C(action), C(project_ref), C(project_status), C(target) with the
     verdict against the window, C(window), C(warning)).
@@ -115,6 +147,25 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.pgdr.supabase.plugins.module_utils.ansible_common import fail
 
 
+def restore_of(p, target, wait=None, planned=False):
+    """The restore result (restore_result.build): the project restored in place to the target time."""
+    from ansible_collections.pgdr.supabase.plugins.module_utils import pg, restore_result
+
+    ref = p["project_ref"]
+    return restore_result.build(
+        "supabase_pitr",
+        "in_place",
+        pg.mask_password(p["dsn"]) if p["dsn"] else "",
+        f"project {ref}",
+        {"id": f"pitr {target}", "source": f"project {ref}"},
+        point_in_time={"target_time": target},
+        timings={"wait_healthy": (wait or {}).get("elapsed") or 0},
+        # The platform restores its own backups; nothing of them is ours to verify.
+        verification={"state": "none"},
+        planned=planned,
+    )
+
+
 def main():
     from ansible_collections.pgdr.supabase.plugins.module_utils import supabase_api, timefmt
 
@@ -126,6 +177,7 @@ def main():
             "reason": {"type": "str"},
             "wait_timeout": {"type": "int", "default": 3600},
             "poll_interval": {"type": "float", "default": 15},
+            "dsn": {"type": "str", "no_log": True},
         },
         supports_check_mode=True,
     )
@@ -151,11 +203,19 @@ def main():
             },
         }
         if module.check_mode:
-            module.exit_json(msg=f"would restore project {ref} in place to {target['target']}", **result)
+            module.exit_json(
+                restore=restore_of(p, target["target"], planned=True),
+                msg=f"would restore project {ref} in place to {target['target']}",
+                **result,
+            )
         result["requested_at"] = timefmt.iso_seconds(timefmt.utcnow())
         api.restore_pitr(ref, target["target_unix"])
         if p["wait_timeout"] <= 0:
-            module.exit_json(msg=f"restore of project {ref} to {target['target']} requested; not waited", **result)
+            module.exit_json(
+                restore=restore_of(p, target["target"]),
+                msg=f"restore of project {ref} to {target['target']} requested; not waited",
+                **result,
+            )
         result["wait"] = api.wait_for(
             ref,
             timeout=p["wait_timeout"],
@@ -163,6 +223,7 @@ def main():
             expect_transition_within=min(supabase_api.TRANSITION_GRACE, p["wait_timeout"]),
         )
         module.exit_json(
+            restore=restore_of(p, target["target"], result["wait"]),
             msg=f"restored project {ref} in place to {target['target']}; healthy after {result['wait']['elapsed']} s",
             **result,
         )

@@ -1,7 +1,8 @@
 """The local sandbox: two PostgreSQL 15 clusters set up like Supabase projects and an S3 endpoint.
 
-`production` carries the platform schemas and the sample app with demo data, `staging` only the platform
-(a restore target); SeaweedFS serves the backup buckets and the app's Storage bucket. Everything lives under
+`production` carries the platform schemas and the sample app with demo data, and the fleet's two smaller
+projects (databases production_b and production_c, fleet.py); `staging` only the platform (a restore target);
+SeaweedFS serves the backup buckets and the app's Storage bucket. Everything lives under
 one state folder, described by its state.json. The `scripts/sandbox` CLI and the tests call these functions.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from . import app, extras, pg, pitr, projects, s3, tls
+from . import app, extras, fleet, pg, pitr, projects, s3, tls
 from .common import SandboxError, say
 from .state import (
     TARGETS,
@@ -89,6 +90,8 @@ def up(root: str | os.PathLike | None = None) -> dict:
                 app.ensure_demo_data(state)
             target["initialized"] = True
             save_state(state)
+        fleet.ensure(state, Path(state["app"]["migrations_dir"]))
+        save_state(state)
         _write_env_files(state)
         extras.ensure_age_key(state)
         extras.ensure_signing_key(state)
@@ -155,9 +158,7 @@ def seed(
 ) -> dict:
     """Add realistic events to a target's public.events: `rows` of them, or `mb` MB of database growth."""
     state = load_state(root)
-    if target not in TARGETS:
-        raise SandboxError(f"unknown target {target!r} (one of {', '.join(TARGETS)})")
-    return app.seed_events(target, state[target], rows=rows, mb=mb)
+    return app.seed_events(target, fleet.resolve(state, target), rows=rows, mb=mb)
 
 
 def destroy(root: str | os.PathLike | None = None) -> None:
@@ -198,9 +199,9 @@ def stop_s3(root: str | os.PathLike | None = None) -> None:
 def connect(
     root: str | os.PathLike | None = None, target: str = "production", as_admin: bool = False, **kw
 ) -> psycopg.Connection:
-    """A psycopg connection to `production` or `staging` as postgres (not a superuser, as the runbooks connect),
-    or with as_admin=True as the platform's superuser supabase_admin."""
-    return pg.connect(load_state(root)[target], as_admin=as_admin, **kw)
+    """A psycopg connection to `production`, `staging` or a fleet database (`production-b`, `production-c`) as
+    postgres (not a superuser, as the runbooks connect), or with as_admin=True as the platform's superuser."""
+    return pg.connect(fleet.resolve(load_state(root), target), as_admin=as_admin, **kw)
 
 
 def psql(root: str | os.PathLike | None, target: str, query: str, params=None, as_admin: bool = False) -> list[tuple]:

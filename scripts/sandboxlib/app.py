@@ -38,12 +38,12 @@ CRON_FILE = "07_cron.sql"
 PLATFORM_TEMPLATE = "platform_template"
 
 
-def _platform_files(with_cron: bool) -> list[Path]:
+def platform_files(with_cron: bool) -> list[Path]:
     files = sorted(SQL_DIR.glob("[0-9][0-9]_*.sql"))
     return [f for f in files if with_cron or f.name != CRON_FILE]
 
 
-def _apply(conn, files: list[Path]) -> None:
+def apply_files(conn, files: list[Path]) -> None:
     for path in files:
         with conn.transaction():
             conn.execute(path.read_text())
@@ -53,8 +53,8 @@ def bootstrap(name: str, target: dict) -> None:
     """Create the platform roles, schemas, tables and grants of a fresh Supabase project (idempotent), as the
     platform's superuser; then give the login roles their passwords. Staging also gets the platform template."""
     with timed(f"postgres {name}: platform bootstrap") as info, pg.connect(target) as conn:
-        files = _platform_files(with_cron=True)
-        _apply(conn, files)
+        files = platform_files(with_cron=True)
+        apply_files(conn, files)
         conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(target["password"])))
         for login, password in target["platform_passwords"].items():
             conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(login), sql.Literal(password)))
@@ -72,7 +72,7 @@ def ensure_platform_template(name: str, target: dict) -> None:
         with timed(f"postgres {name}: {PLATFORM_TEMPLATE}") as info:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PLATFORM_TEMPLATE)))
             with pg.connect(target, dbname=PLATFORM_TEMPLATE) as tconn:
-                _apply(tconn, _platform_files(with_cron=False))
+                apply_files(tconn, platform_files(with_cron=False))
             conn.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(PLATFORM_TEMPLATE)))
             info["outcome"] = "made (the platform without pg_cron)"
 
@@ -117,14 +117,21 @@ def ensure_demo_data(state: dict) -> None:
         if conn.execute("SELECT count(*) FROM public.tenants").fetchone()[0]:
             say("postgres production: demo data present")
             return
-    with timed("postgres production: demo data") as info, pg.connect(target, as_admin=False) as conn:
-        with conn.transaction():
-            conn.execute((SQL_DIR / "seed-demo.sql").read_text())
-            _insert_events(conn, DEMO_EVENTS)
-        conn.execute("ANALYZE")
-        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    with timed("postgres production: demo data") as info:
+        insert_demo_data(target, DEMO_EVENTS)
+        with pg.connect(target, as_admin=False) as conn:
+            size = _database_size(conn)
         info["outcome"] = f"3 tenants, 30 users, {DEMO_EVENTS} events, database {size / MB:.0f} MB"
     ensure_storage_objects(state)
+
+
+def insert_demo_data(target: dict, events: int) -> None:
+    """The demo tenants, users, sessions and participants and `events` events, in one transaction; then ANALYZE."""
+    with pg.connect(target, as_admin=False) as conn:
+        with conn.transaction():
+            conn.execute((SQL_DIR / "seed-demo.sql").read_text())
+            _insert_events(conn, events)
+        conn.execute("ANALYZE")
 
 
 def ensure_storage_objects(state: dict) -> None:
@@ -203,7 +210,7 @@ def seed_events(name: str, target: dict, *, rows: int | None = None, mb: float |
     start = time.monotonic()
     workers = max(1, min(4, os.cpu_count() or 1))
     with pg.connect(target, as_admin=False, autocommit=True) as conn, ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(work) for _ in range(workers)]
+        futures = [pool.submit(work) for _unused in range(workers)]
         try:
             while wait(futures, timeout=PROGRESS_EVERY, return_when=FIRST_EXCEPTION).not_done:
                 grown, elapsed = _database_size(conn) - start_size, time.monotonic() - start

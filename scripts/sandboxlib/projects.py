@@ -47,7 +47,7 @@ def claim_address(owner: Path, port: int) -> str:
     """A loopback address of our own for `owner` (a project's folder, which must exist): free in the machine-wide
     claims and free for a bind on `port`. A claim whose owner folder is gone is stale and taken over."""
     install_dir(CLAIMS_DIR, "root", "755")
-    for _ in range(PICK_ATTEMPTS):
+    for _unused in range(PICK_ATTEMPTS):
         address = ".".join(
             str(n)
             for n in (127, random.randint(*SECOND_OCTETS), random.randint(0, 255), random.randint(1, 254))  # noqa: S311 - spreading addresses

@@ -120,7 +120,7 @@ def pick_ports() -> dict[str, int]:
     taken: set[int] = set()
 
     def pick(with_grpc: bool) -> int:
-        for _ in range(500):
+        for _unused in range(500):
             port = random.randint(*PORT_RANGE)  # noqa: S311 - spreading ports, not a secret
             wanted = {port, port + GRPC_OFFSET} if with_grpc else {port}
             if not wanted & taken and all(port_free(p) for p in wanted):

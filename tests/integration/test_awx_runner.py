@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -258,6 +259,14 @@ class Job:
             if e.get("event") in ("runner_on_ok", "runner_on_failed") and e["event_data"].get("task_action") == module
         ]
 
+    def results_by_host(self, module):
+        """The result of the module's task for each host (each project) that ran it."""
+        return {
+            e["event_data"]["host"]: e["event_data"]["res"]
+            for e in self.events
+            if e.get("event") in ("runner_on_ok", "runner_on_failed") and e["event_data"].get("task_action") == module
+        }
+
 
 @pytest.fixture(scope="module")
 def launch(awx_config, sandbox, sandbox_dir, tmp_path_factory):
@@ -267,8 +276,36 @@ def launch(awx_config, sandbox, sandbox_dir, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("awx-jobs")
 
     def run(name, answers=None, job_type="run", diff_mode=False, template_extra_vars=None, launched_by=AWX_USER):
+        """One job, or for a template with job_slice_count > 1 a sliced job: one job per slice, all at once."""
         template = templates(awx_config)[name]
-        job_id = 1000 + len(list(tmp_path.glob("awx_job_*")))
+        args = (name, answers, job_type, diff_mode, template_extra_vars, launched_by)
+        count = min(template.get("job_slice_count") or 1, len(local_hosts()))
+        if count == 1:
+            return one(*args, job_id=next_job_id())
+        ids = [next_job_id() for _slice in range(count)]
+        jobs = [None] * count
+
+        def slice_job(number):
+            jobs[number - 1] = one(*args, job_id=ids[number - 1], job_slice=(number, count))
+
+        threads = [threading.Thread(target=slice_job, args=(n,)) for n in range(1, count + 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=1800)
+        return SlicedJob(jobs)
+
+    def next_job_id():
+        with id_lock:
+            job_id = 1000 + len(list(tmp_path.glob("awx_job_*"))) + len(reserved)
+            reserved.append(job_id)
+            return job_id
+
+    id_lock = threading.Lock()
+    reserved = []
+
+    def one(name, answers, job_type, diff_mode, template_extra_vars, launched_by, job_id, job_slice=None):
+        template = templates(awx_config)[name]
         private = tmp_path / f"awx_job_{job_id}_{uuid.uuid4().hex[:6]}"
         project = private / "project"
         for folder in ("inventory", "env", "project", "plugins_path", "cp"):
@@ -281,6 +318,8 @@ def launch(awx_config, sandbox, sandbox_dir, tmp_path_factory):
         # The sandbox stands in for the template's inventory: the same import, from inventories/local.
         assert source["source_path"].startswith("inventories/")
         inventory = import_inventory(project, "inventories/local/hosts.yml", env)
+        if job_slice:
+            inventory = slice_inventory(inventory, *job_slice)
         script = private / "inventory" / "hosts"
         script.write_text(f"#! /usr/bin/env python3\nprint({json.dumps(json.dumps(inventory))})\n")
         script.chmod(0o700)
@@ -320,6 +359,54 @@ def launch(awx_config, sandbox, sandbox_dir, tmp_path_factory):
     return run
 
 
+def local_hosts():
+    """The hosts of inventories/local, by name."""
+    tree = yaml.safe_load((REPO / "inventories" / "local" / "hosts.yml").read_text())
+    found = set()
+
+    def walk(group):
+        found.update((group or {}).get("hosts") or {})
+        for child in ((group or {}).get("children") or {}).values():
+            walk(child)
+
+    walk(tree["all"])
+    return sorted(found)
+
+
+def slice_inventory(data, number, count):
+    """What a slice job's inventory script prints: the imported inventory with only the hosts of slice `number` of
+    `count` (the controller takes the hosts in name order, every count-th from number - 1)."""
+    hosts = sorted(data["_meta"]["hostvars"])[number - 1 :: count]
+    sliced = {
+        name: {**group, "hosts": [h for h in group["hosts"] if h in hosts]} if "hosts" in group else group
+        for name, group in data.items()
+        if name != "_meta" and isinstance(group, dict)
+    }
+    sliced["_meta"] = {"hostvars": {h: v for h, v in data["_meta"]["hostvars"].items() if h in hosts}}
+    return sliced
+
+
+class SlicedJob:
+    """A sliced job (the controller makes it a workflow of slice jobs): failed when a slice failed."""
+
+    def __init__(self, jobs):
+        self.jobs = jobs
+        self.status = "successful" if all(j.status == "successful" for j in jobs) else "failed"
+        self.rc = max(j.rc for j in jobs)
+        self.stdout = "\n".join(j.stdout for j in jobs)
+        self.events = [e for j in jobs for e in j.events]
+
+    def standin(self):
+        found = [j.standin() for j in self.jobs]
+        return {"hosts": sorted(h for f in found if f for h in f["hosts"])} if all(found) else None
+
+    def results(self, module):
+        return [r for j in self.jobs for r in j.results(module)]
+
+    def results_by_host(self, module):
+        return {h: r for j in self.jobs for h, r in j.results_by_host(module).items()}
+
+
 def test_the_job_folder_is_what_awx_builds(awx_config, sandbox_dir, tmp_path):
     """The environment AWX gives the job keeps the project's collection and callback reachable."""
     project = tmp_path / "project"
@@ -339,10 +426,14 @@ def test_a_survey_without_its_required_reason_does_not_launch(awx_config, launch
         launch("pgdr Restore to staging", {"reason": "a drill", "restore_method": "physical"})
 
 
-def assert_report(job, verdict="PASSED"):
+# The sandbox inventory's projects: the source-side templates run for each; the restore side for the main one.
+FLEET = ["production", "production-b", "production-c"]
+
+
+def assert_report(job, verdict="PASSED", hosts=("production",)):
     assert f"RUN REPORT: {verdict}" in job.stdout, job.stdout[-3000:]
     # AWX's own callback ran next to the project's.
-    assert job.standin() == {"hosts": ["localhost"]}
+    assert job.standin() == {"hosts": list(hosts)}
 
 
 def secrets(sandbox):
@@ -364,17 +455,23 @@ def test_backup_then_monitor_then_retention_rehearsal(launch, sandbox, awx_prefi
     prefix = {"pgdr_backup_prefix": awx_prefix}
     backup = awx_backup
     assert backup.status == "successful", backup.stdout[-4000:]
-    assert_report(backup)
-    [result] = backup.results("pgdr.supabase.logical_backup")
-    assert result["changed"] and result["backup_id"]
+    # The template is sliced (job_slice_count): a job per slice, run at once, each on its own projects; together
+    # they back up every project of the inventory, each into its own set.
+    assert isinstance(backup, SlicedJob) and len(backup.jobs) == len(FLEET)
+    assert [job.standin() for job in backup.jobs] == [{"hosts": [host]} for host in FLEET]
+    assert_report(backup, hosts=FLEET)
+    results = backup.results_by_host("pgdr.supabase.logical_backup")
+    assert sorted(results) == FLEET
+    assert all(r["changed"] and r["backup_id"] for r in results.values())
+    assert len({r["manifest_key"] for r in results.values()}) == len(FLEET)
 
     monitor = launch("pgdr Monitor backups", template_extra_vars=prefix, launched_by=None)
     assert monitor.status == "successful", monitor.stdout[-4000:]
-    assert_report(monitor)
+    assert_report(monitor, hosts=FLEET)
 
     retention = launch("pgdr Retention", job_type="check", template_extra_vars=prefix)
     assert retention.status == "successful", retention.stdout[-4000:]
-    assert_report(retention)
+    assert_report(retention, hosts=FLEET)
     for job in (backup, monitor, retention):
         for secret in secrets(sandbox):
             assert secret not in job.stdout
@@ -384,7 +481,7 @@ def test_monitor_fails_on_a_prefix_without_backups(launch):
     """The monitor template's failure is the missed-backup alert: an empty prefix is a missed schedule."""
     monitor = launch("pgdr Monitor backups", template_extra_vars={"pgdr_backup_prefix": f"none-{uuid.uuid4().hex}"})
     assert monitor.status == "failed"
-    assert_report(monitor, "FAILED")
+    assert_report(monitor, "FAILED", hosts=FLEET)
 
 
 def test_restore_records_the_awx_user_then_verify_and_a_promote_rehearsal(
@@ -443,7 +540,7 @@ def test_drill_rehearsal_plans_the_latest_backup_and_records_nothing(launch, awx
     assert awx_backup.status == "successful"
     drill = launch("pgdr Restore drill", job_type="check", template_extra_vars={"pgdr_backup_prefix": awx_prefix})
     assert drill.status == "successful", drill.stdout[-4000:]
-    [backup_id] = [r["backup_id"] for r in awx_backup.results("pgdr.supabase.logical_backup")]
+    backup_id = awx_backup.results_by_host("pgdr.supabase.logical_backup")["production"]["backup_id"]
     # The drill restores in place (mode project): after the restore template's run staging holds this backup
     # already, and the rehearsal says so instead of planning the load again.
     assert f"would restore backup {backup_id}" in drill.stdout or f"holds backup {backup_id} already" in drill.stdout

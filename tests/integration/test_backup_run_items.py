@@ -4,7 +4,7 @@
   restore can read them from there, and retention expires them like backups;
 - the success alert carries the run's warnings (Storage files missing from the backup, config drift by name only);
   a Storage failure after the database backup committed says the backup exists and which step failed;
-- the monitor refuses a monitor_now earlier than the newest backup;
+- the monitor refuses a freshness_now earlier than the newest backup;
 - a backup whose objects are gone is listed DAMAGED, alerts, and never counts toward keep_min;
 - retention never touches a backup that is still running, and ages an incomplete folder by its newest write;
 - a backup does not commit when its own objects are gone (the check the backup calls before its manifest)."""
@@ -262,11 +262,11 @@ def take_backup(sandbox, target, prefix, moment=None):
     return result["backup_id"], result["manifest"]
 
 
-def test_the_monitor_refuses_a_monitor_now_before_the_newest_backup(run_playbook, sandbox, writer, prefix):
+def test_the_monitor_refuses_a_freshness_now_before_the_newest_backup(run_playbook, sandbox, writer, prefix):
     primary, _ = writer
     _, manifest = take_backup(sandbox, primary, prefix)
     before = (dt.datetime.fromisoformat(manifest["finished_at"].replace("Z", "+00:00")) - DAY).isoformat()
-    run = run_playbook("playbooks/monitor.yml", {"pgdr_backup_prefix": prefix, "monitor_now": before})
+    run = run_playbook("playbooks/monitor.yml", {"pgdr_backup_prefix": prefix, "freshness_now": before})
     assert run.rc != 0
     assert "is earlier than the newest backup" in run.stdout and "its age would be negative" in run.stdout
     assert not run.results("pgdr.supabase.notify")  # no verdict at all, let alone "fresh"

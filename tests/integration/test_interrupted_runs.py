@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from backup_helpers import drop_database, dsn_for, signing_key
-from conftest import REPO, s3_params
+from conftest import MAIN_PROJECT_LIMIT, REPO, s3_params
 from proc_helpers import alive, descendants, find_in_tree, kill_tree, wait_for
 from test_restore_playbooks import restore_vars
 
@@ -102,6 +102,8 @@ def start_playbook(sandbox_dir, playbook, extravars, log):
                 str(Path(sys.executable).parent / "ansible-playbook"),
                 "-i",
                 "inventories/local/hosts.yml",
+                "--limit",
+                MAIN_PROJECT_LIMIT,
                 playbook,
                 "-e",
                 f"@{varsfile}",

@@ -29,15 +29,18 @@ ROLES = (
     "restore_record",
     "prove",
     "history_report",
+    "freshness",
     "supabase_backups_info",
     "supabase_pitr",
     "new_project",
     "pitr_pgbackrest",
     "pitr_restore",
+    "restore",
 )
-# Restores again on every run by design (the Management API keeps no record of past restores; see its README):
-# its scenario has no idempotence step.
-NOT_IDEMPOTENT = {"supabase_pitr"}
+# Scenarios with no idempotence step: supabase_pitr restores again on every run by design (the Management API keeps
+# no record of past restores; see its README); restore's converge is a check-mode rehearsal, which reports what it
+# would change every time.
+NOT_IDEMPOTENT = {"supabase_pitr", "restore"}
 
 
 @pytest.mark.integration

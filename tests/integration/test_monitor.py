@@ -92,7 +92,7 @@ def test_a_healthy_state_alerts_nothing_and_pings_the_monitor_check(run_playbook
 
 def test_a_missed_schedule_alerts_and_fails_the_job(run_playbook, sandbox, s3_target, prefix, rx):
     result = take_backup(sandbox, s3_target, prefix)
-    run = run_playbook("playbooks/monitor.yml", monitor_vars(prefix, rx, monitor_now=later(30)))
+    run = run_playbook("playbooks/monitor.yml", monitor_vars(prefix, rx, freshness_now=later(30)))
     assert run.rc != 0
     assert "backups of production are STALE: logical: newest complete backup" in run.stdout
     assert result["backup_id"] in run.stdout
@@ -135,7 +135,7 @@ def test_check_mode_of_the_monitor_sends_nothing(run_playbook, sandbox, s3_targe
     take_backup(sandbox, s3_target, prefix)
     healthy = run_playbook("playbooks/monitor.yml", monitor_vars(prefix, rx), check=True)
     assert healthy.rc == 0, healthy.stdout[-3000:]
-    stale = run_playbook("playbooks/monitor.yml", monitor_vars(prefix, rx, monitor_now=later(30)), check=True)
+    stale = run_playbook("playbooks/monitor.yml", monitor_vars(prefix, rx, freshness_now=later(30)), check=True)
     assert stale.rc != 0 and "STALE" in stale.stdout  # the same verdict in check mode
     assert rx.requests == []
     (notify,) = stale.results("pgdr.supabase.notify")
@@ -183,7 +183,7 @@ def test_the_notify_module_alone_reports_a_failure(run_playbook, rx, tmp_path):
     play = [
         {
             "name": "Report a failure",
-            "hosts": "backup_hosts",
+            "hosts": "supabase_projects",
             "gather_facts": False,
             "roles": [
                 {

@@ -283,6 +283,7 @@ def test_the_monitor_alerts_on_a_stale_proof(run_playbook, sandbox, s3_target, p
 
     # 27 h later, with backups still taken (a logical threshold that keeps them fresh) but no proof since.
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=27)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # monitor_now: the old name of freshness_now, which playbooks/monitor.yml still takes.
     stale = run_playbook("playbooks/monitor.yml", {**base, "monitor_now": later, "pgdr_monitor_max_age_s": 200000})
     assert stale.rc != 0
     (checks,) = stale.results("pgdr.supabase.freshness")

@@ -440,7 +440,7 @@ def test_roles_print_a_line_per_check_and_fail_naming_the_failed_check(run_playb
     playbook.write_text(
         f"""---
 - name: Verify and smoke-test production against its backup
-  hosts: localhost
+  hosts: production
   gather_facts: false
   tasks:
     - name: Verify migrations

@@ -256,7 +256,7 @@ def test_textfile_after_success_failure_and_success(tmp_path):
 
     alerts.deliver(sink, alerts.backup_event("success", "production", backup_result(), now=NOW))
     text, samples = parse(path)
-    for name, kind, _ in alerts.METRICS:
+    for name, kind, _unused in alerts.METRICS:
         assert f"# HELP {name} " in text
         assert f"# TYPE {name} {kind}\n{name}{{" in text
     assert samples == {
@@ -272,7 +272,7 @@ def test_textfile_after_success_failure_and_success(tmp_path):
 
     for n in (1, 2):
         alerts.deliver(sink, alerts.backup_event("failed", "production", "boom", now=NOW + 100 * n))
-        _, after = parse(path)
+        _unused, after = parse(path)
         assert after["pgdr_backup_failures_total"] == n
         assert after["pgdr_backup_last_run_success"] == 0
         assert after["pgdr_backup_last_run_timestamp_seconds"] == NOW + 100 * n
@@ -283,7 +283,7 @@ def test_textfile_after_success_failure_and_success(tmp_path):
         assert after["pgdr_backup_last_size_bytes"] == 12345
 
     alerts.deliver(sink, alerts.backup_event("success", "production", backup_result(size=999), now=NOW + 1000))
-    _, last = parse(path)
+    _unused, last = parse(path)
     assert last["pgdr_backup_failures_total"] == 2  # a counter never resets on success
     assert last["pgdr_backup_last_run_success"] == 1
     assert last["pgdr_backup_last_size_bytes"] == 999

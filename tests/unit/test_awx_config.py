@@ -53,7 +53,7 @@ def by_name(items):
 
 def test_every_module_used_is_in_the_installed_collection():
     for module in [*MODULE_OF.values(), "workflow_job_template_node"]:
-        spec, _, documented = module_spec(module)
+        spec, _unused, documented = module_spec(module)
         assert {"name", "identifier", "role"} & set(spec), module
         # The spec the module validates with and the options it documents agree (the auth options come from a
         # doc fragment and the module's base class, not from main()).
@@ -247,8 +247,11 @@ def test_the_restore_survey_asks_what_restore_yml_reads(config):
     assert {"backup", "reason", "restore_method", "target_time", "from_secondary"} <= set(questions)
     assert questions["reason"]["required"] is True and questions["reason"].get("default", "") == ""
     assert questions["restore_method"]["choices"] == ["logical", "pitr", "supabase_pitr"]
-    restore = (REPO / "playbooks" / "restore.yml").read_text()
-    assert "pgdr_restore_method in ['logical', 'pitr', 'supabase_pitr']" in restore
+    # The entry role restore.yml lists validates the method against the same choices.
+    specs = yaml.safe_load((REPO / "roles" / "restore" / "meta" / "argument_specs.yml").read_text())
+    method = specs["argument_specs"]["run"]["options"]["restore_method"]
+    assert method["choices"] == ["logical", "pitr", "supabase_pitr"]
+    assert "pgdr.supabase.restore" in (REPO / "playbooks" / "restore.yml").read_text()
 
 
 def test_every_survey_variable_is_read_by_its_playbook(config):
@@ -382,7 +385,7 @@ def test_only_the_admin_team_may_run_restore_promote_and_rollback(config):
             granted.setdefault(name, set()).add((role["team"], role["role"]))
     for name in RESTRICTED_TEMPLATES | set(by_name(config["controller_workflows"])):
         assert (admin, "execute") in granted.get(name, set()), name
-        assert {team for team, _ in granted[name]} == {admin}, name
+        assert {team for team, _unused in granted[name]} == {admin}, name
     for name in by_name(config["controller_workflows"]):
         assert (admin, "approval") in granted[name]
 
@@ -479,7 +482,7 @@ def occurrences(value, after, count):
 
     rule = rrule.rrulestr(value.replace(" RRULE:", "\nRRULE:").replace("TZID=UTC", "TZID=UTC"), forceset=True)
     out, moment = [], after
-    for _ in range(count):
+    for _unused in range(count):
         moment = rule.after(moment)
         out.append(moment)
     return out
@@ -756,7 +759,7 @@ def test_the_injected_credentials_render_the_production_inventory_for_each_templ
             if re.search(rf"\b{n}\b", text) and not any(v in yaml.safe_dump(inventory[n]) for v in unreachable)
         )
         task = {"name": template["name"], "ansible.builtin.debug": {"msg": "{{ [" + ", ".join(names) + "] }}"}}
-        plays.append({"name": template["name"], "hosts": "localhost", "gather_facts": False, "vars": extra})
+        plays.append({"name": template["name"], "hosts": "production", "gather_facts": False, "vars": extra})
         plays[-1]["tasks"] = [task]
     playbook = tmp_path / "render.yml"
     playbook.write_text(yaml.safe_dump(plays))
@@ -771,7 +774,7 @@ def test_the_injected_credentials_render_the_production_inventory_for_each_templ
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok: [localhost]") == len(plays), result.stdout
+    assert result.stdout.count("ok: [production]") == len(plays), result.stdout
     assert "fake-db-password" in result.stdout and "fake-project-ref" in result.stdout
 
 

@@ -168,7 +168,7 @@ class FakeTarget:
         return entry[0] if entry else None
 
     def list_keys(self, prefix, step=None):
-        return sorted((k, s) for k, (_, s) in self.objects.items() if k.startswith(prefix))
+        return sorted((k, s) for k, (_unused, s) in self.objects.items() if k.startswith(prefix))
 
     def list_common_prefixes(self, prefix, step=None):
         found = set()

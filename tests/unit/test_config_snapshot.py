@@ -159,7 +159,7 @@ class TestAwsStores:
         assert target.get_json(first["key"]) == stored
         check = cs.run(target, [spec], "b", "production", key=KEY, snapshot_id="20260102T000000Z", check_mode=True)
         assert check["changed"] and check["changes"]["changed"] == ["production: PIN"]
-        assert [k for k, _ in target.list_keys("b/")] == [first["key"]]
+        assert [k for k, _unused in target.list_keys("b/")] == [first["key"]]
 
 
 def test_module_hides_secrets():

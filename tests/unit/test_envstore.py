@@ -262,7 +262,7 @@ class TestCommandStore:
         assert "New-Secret-Pw-222" not in argv_log and '["set", "DATABASE_URL"]' in argv_log
 
     def test_hook_failure_names_the_variable_and_hides_the_value(self, hook):
-        spec, _ = hook
+        spec, _unused = hook
         spec["env"]["HOOK_FAIL"] = "DATABASE_URL"
         with pytest.raises(DRError) as err:
             envstore.make_store(spec).write({"DATABASE_URL": NEW})
@@ -271,7 +271,7 @@ class TestCommandStore:
         assert "New-Secret-Pw-222" not in text
 
     def test_missing_hook(self, hook):
-        spec, _ = hook
+        spec, _unused = hook
         spec["get"] = ["/nonexistent/hook", "get"]
         with pytest.raises(DRError, match="not found"):
             envstore.make_store(spec).read(["DATABASE_URL"])

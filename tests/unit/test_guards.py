@@ -131,7 +131,7 @@ def entry(pid, argv):
     ],
 )
 def test_the_controller_a_module_watches(chain, watched):
-    assert [pid for pid, _, _ in lifeline.controllers(chain)] == watched
+    assert [pid for pid, _unused, _unused in lifeline.controllers(chain)] == watched
 
 
 def test_this_process_sees_its_own_ancestors():
@@ -165,7 +165,7 @@ def test_work_folders_of_dead_runs_are_swept_and_live_ones_kept(tmp_path):
     (tmp_path / "pgdr-restore-fresh-legacy").mkdir()
     (tmp_path / "unrelated").mkdir()
     folder = workfolder.WorkFolder(str(tmp_path), "restore", "20261128T000000Z")
-    removed = sorted(os.path.basename(p) for p, _ in folder.removed)
+    removed = sorted(os.path.basename(p) for p, _unused in folder.removed)
     assert removed == ["pgdr-restore-a-1", "pgdr-restore-d-4", "pgdr-restore-legacy"]
     assert oct(os.stat(folder.path).st_mode & 0o777) == "0o700"
     with folder.open_private(folder.join("data.pgdump")) as fh:

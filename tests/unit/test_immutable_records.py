@@ -60,7 +60,7 @@ def secured_set(target):
 
 
 def test_untouched_copies_have_no_findings(locked):
-    record, _, _ = secured_set(locked)
+    record, _unused, _unused = secured_set(locked)
     assert immutable.inspect_copies(locked, record["objects"], NOW) == []
 
 
@@ -81,7 +81,7 @@ def test_a_newer_version_and_a_delete_marker_are_tampering(locked):
 
 
 def test_a_version_of_another_size_or_etag_and_a_gone_version_are_found(locked):
-    _record, data, _ = secured_set(locked)
+    _record, data, _unused = secured_set(locked)
     wrong = dict(data, size=data["size"] + 1, etag="0" * 32)
     gone = dict(data, version_id="not-a-version")
     kinds = [f["kind"] for f in immutable.inspect_copies(locked, [wrong, gone], NOW)]
@@ -90,14 +90,14 @@ def test_a_version_of_another_size_or_etag_and_a_gone_version_are_found(locked):
 
 
 def test_after_the_lock_ends_the_key_is_retentions_business(locked):
-    record, data, _ = secured_set(locked)
+    record, data, _unused = secured_set(locked)
     locked.client.put_object(Bucket="locked", Key=data["key"], Body=b"later")
     later = UNTIL + dt.timedelta(seconds=1)
     assert immutable.inspect_copies(locked, record["objects"], later) == []
 
 
 def test_the_oldest_locked_record_is_trusted_and_a_forged_newer_one_is_named(locked):
-    record, data, _ = secured_set(locked)
+    record, data, _unused = secured_set(locked)
     forged = dict(record, objects=[dict(data, version_id="attacker"), record["objects"][1]])
     locked.client.put_object(
         Bucket="locked",
@@ -133,7 +133,7 @@ def test_a_record_whose_manifest_version_is_gone_gives_way_to_a_newer_one(locked
         ObjectLockMode="GOVERNANCE",
         ObjectLockRetainUntilDate=UNTIL,
     )
-    found, _ = immutable.read_locked_record(locked, FOLDER + "secured.json", NOW)
+    found, _unused = immutable.read_locked_record(locked, FOLDER + "secured.json", NOW)
     assert found["objects"][1]["version_id"] == new_manifest["version_id"]
 
 
@@ -179,7 +179,7 @@ def test_the_readers_read_the_version_an_entry_names_whatever_is_current(locked)
     from ansible_collections.pgdr.supabase.plugins.module_utils import logical_restore, selection
     from ansible_collections.pgdr.supabase.plugins.module_utils.s3 import RangedReader
 
-    _record, data, _ = secured_set(locked)
+    _record, data, _unused = secured_set(locked)
     locked.client.put_object(Bucket="locked", Key=data["key"], Body=b"a newer, other body")
     entry = {k: data[k] for k in ("name", "key", "size", "sha256")}
     with pytest.raises(DRError, match="corrupted"):

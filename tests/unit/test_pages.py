@@ -39,7 +39,7 @@ def parse(text):
 def assert_self_contained(text):
     """No script, no external resource of any kind, no event handler attribute."""
     parsed = parse(text)
-    names = [t for t, _ in parsed.tags]
+    names = [t for t, _unused in parsed.tags]
     assert "script" not in names and "link" not in names and "img" not in names and "iframe" not in names
     for tag, attrs in parsed.tags:
         for name, value in attrs.items():
@@ -169,7 +169,7 @@ def test_run_page_escapes_operator_text_everywhere():
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
     assert "ops &lt;b&gt;on-call&lt;/b&gt;" in text
     # The reason is text, not markup: no heading, no link came of it.
-    assert [t for t, _ in parse(text).tags].count("h1") == 1
+    assert [t for t, _unused in parse(text).tags].count("h1") == 1
     assert not [a for t, a in parse(text).tags if t == "a"]
 
 

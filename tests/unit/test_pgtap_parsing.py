@@ -77,7 +77,7 @@ def test_harness_lines_are_not_tests_and_directives_are_read():
 def test_a_failing_todo_test_does_not_fail_the_file():
     tap = pgtap.parse_tap("1..2\nok 1 - fine\nnot ok 2 - later # TODO not written yet\n")
     assert pgtap.failed_tests(tap) == []
-    ok, summary, _ = pgtap.judge({"path": "t.sql"}, tap, 0, "")
+    ok, summary, _unused = pgtap.judge({"path": "t.sql"}, tap, 0, "")
     assert ok and summary == "2/2 tests passed"
 
 
@@ -98,7 +98,7 @@ def test_a_no_plan_file_gets_its_plan_at_the_end():
     ],
 )
 def test_plan_count(text, expected):
-    statements, _ = pgtap.scan(text)
+    statements, _unused = pgtap.scan(text)
     assert pgtap.plan_count(statements) == expected
 
 
@@ -112,14 +112,14 @@ def test_scan_respects_quotes_comments_dollar_bodies_and_psql_meta_commands():
         "rollback;\n"
     )
     statements, meta = pgtap.scan(text)
-    assert [s for _, s in statements] == [
+    assert [s for _unused, s in statements] == [
         "begin",
         "select 'a;b', $$x;y$$ as \"c;d\"",
         "select id from auth.users limit 1",
         "select ok(true)",
         "rollback",
     ]
-    assert [line for line, _ in statements] == [2, 3, 4, 5, 6]
+    assert [line for line, _unused in statements] == [2, 3, 4, 5, 6]
     assert meta == [(1, "set"), (4, "gset")]
 
 
@@ -264,7 +264,9 @@ def test_verdicts():
     colon = pgtap.judge(test, stopped, 3, "psql:/t/a:b.sql:4: ERROR:  division by zero\n")
     assert colon[1] == "stopped after 1 of 3 tests: line 4: division by zero"
 
-    ok, summary, _ = pgtap.judge(test, pgtap.parse_tap(""), 2, "psql: error: connection to server failed: refused")
+    ok, summary, _unused = pgtap.judge(
+        test, pgtap.parse_tap(""), 2, "psql: error: connection to server failed: refused"
+    )
     assert (ok, summary) == (False, "psql could not connect: connection to server failed: refused")
     assert pgtap.judge(test, pgtap.parse_tap("1..3\nok 1\nok 2\n"), 0, "")[1] == "planned 3 tests but ran 2"
     assert "no plan" in pgtap.judge(test, pgtap.parse_tap("ok 1\n"), 0, "")[1]

@@ -32,7 +32,7 @@ def test_the_catalog_is_compared_with_the_source_only_when_no_migration_ran_sinc
     assert check["ok"] and why is None and "source's current catalog" in check["summary"]
 
     changed = (["1", "2"], "supabase", fp(**{"table public.t": TABLE, "table public.u": TABLE}))
-    check, _ = pitr_verify.catalog_against_source(same, changed)
+    check, _unused = pitr_verify.catalog_against_source(same, changed)
     assert not check["ok"] and "outside migrations" in check["summary"]
     assert not any("the backup" in d for d in check["details"]["differences"])
 

@@ -139,7 +139,7 @@ class FakeClient:
         return {}
 
     def names(self):
-        return [name for name, _ in self.calls]
+        return [name for name, _unused in self.calls]
 
 
 class FakeTarget(s3.S3Target):

@@ -224,7 +224,7 @@ class TestCopyAndRestore:
         # The same bytes under another name are stored once.
         again = sa.copy_object(FakeSource(data, md5), listed("other", len(data), md5), memory_s3, SPREFIX, RUN)
         assert again["stored_key"] == got["stored_key"]
-        assert [k for k, _ in memory_s3.list_keys("p/")] == [got["stored_key"]]
+        assert [k for k, _unused in memory_s3.list_keys("p/")] == [got["stored_key"]]
 
     def test_a_large_object_goes_through_staging_and_leaves_only_its_blob(self, memory_s3):
         part = 5 * 1024 * 1024
@@ -238,7 +238,7 @@ class TestCopyAndRestore:
             part_size=part,
         )
         assert got["sha256"] == hashlib.sha256(data).hexdigest()
-        assert [k for k, _ in memory_s3.list_keys("p/")] == [got["stored_key"]]
+        assert [k for k, _unused in memory_s3.list_keys("p/")] == [got["stored_key"]]
         assert got["restore_etag"]["part_size"] == sa.RESTORE_PART_SIZE
         assert got["restore_etag"]["etag"].endswith("-2")
 

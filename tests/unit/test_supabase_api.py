@@ -111,7 +111,7 @@ class TestRetryPolicy:
 
         rng = random.Random(attempt)
         bound = min(4.0, 0.25 * 2**attempt)
-        delays = [sa.retry_delay(attempt, base=0.25, cap=4.0, rng=rng.random) for _ in range(500)]
+        delays = [sa.retry_delay(attempt, base=0.25, cap=4.0, rng=rng.random) for _unused in range(500)]
         assert all(0 <= d <= bound for d in delays)
         # Jittered, not constant: the delays spread over the range.
         assert max(delays) > bound * 0.8
@@ -275,7 +275,7 @@ class Recorder:
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                path, _, query = self.path.partition("?")
+                path, _unused, query = self.path.partition("?")
                 recorder.requests.append(
                     {"method": self.command, "path": path, "query": query, "headers": dict(self.headers), "body": raw}
                 )
@@ -390,7 +390,7 @@ class TestRequestShapes:
 
     def check_common(self, request):
         headers = {k.lower(): v for k, v in request["headers"].items()}
-        scheme, _, token = headers["authorization"].partition(" ")
+        scheme, _unused, token = headers["authorization"].partition(" ")
         assert scheme == "Bearer"
         assert SPEC_TOKEN.match(token)
         assert headers["accept"] == "application/json"
@@ -472,7 +472,7 @@ class TestRetriesAgainstScriptedAnswers:
 
     def test_429_without_retry_after_uses_jittered_backoff(self, recorder, sleeps):
         api = sa.ManagementAPI(TOKEN, base_url=recorder.url, backoff=0.5, sleep=sleeps.append, rng=lambda: 1.0)
-        for _ in range(3):
+        for _unused in range(3):
             recorder.answer(429, {"message": "Too many requests"})
         api.project(REF)
         assert sleeps == [0.5, 1.0, 2.0]
@@ -493,7 +493,7 @@ class TestRetriesAgainstScriptedAnswers:
         assert sleeps == []
 
     def test_429_that_persists_ends_with_the_rate_limit_message(self, api, recorder):
-        for _ in range(4):
+        for _unused in range(4):
             recorder.answer(429, {"message": "Too many requests"}, **{"Retry-After": "60"})
         with pytest.raises(DRError) as caught:
             api.project(REF)
@@ -503,7 +503,7 @@ class TestRetriesAgainstScriptedAnswers:
         assert "wait a minute" in caught.value.hint
 
     def test_5xx_that_persists_names_the_status(self, api, recorder):
-        for _ in range(4):
+        for _unused in range(4):
             recorder.answer(503, {"message": "upstream down"})
         with pytest.raises(DRError, match=r"kept failing \(HTTP 503 after 4 attempts: upstream down\)"):
             api.project(REF)

@@ -19,7 +19,7 @@ def test_small_tables_share_objects_of_about_the_part_size():
     tables = [table(f"t{i}", 10 * MB) for i in range(20)]
     parts = td.plan_parts(tables, part_bytes=64 * MB, chunk_bytes=256 * MB)
     assert [len(p) for p in parts] == [6, 6, 6, 2]
-    assert all(pages is None for p in parts for _, pages in p)
+    assert all(pages is None for p in parts for _unused, pages in p)
 
 
 def test_a_big_table_gets_objects_of_its_own_by_ranges_of_pages_the_last_open():
@@ -86,7 +86,7 @@ def test_thousands_of_small_tables_spread_over_objects_of_at_most_part_tables():
     tables = [table(f"t{i}", 16 * 1024) for i in range(2000)]
     parts = td.plan_parts(tables, part_bytes=64 * MB, chunk_bytes=256 * MB, part_tables=250)
     assert [len(p) for p in parts] == [250] * 8
-    assert sorted(t.name for p in parts for t, _ in p) == sorted(t.name for t in tables)
+    assert sorted(t.name for p in parts for t, _unused in p) == sorted(t.name for t in tables)
     assert len(td.plan_parts(tables)) == -(-2000 // td.PART_TABLES)
 
 
