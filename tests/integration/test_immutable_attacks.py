@@ -62,7 +62,9 @@ def writer(sandbox, prefix, s3_target, admin_secondary):
     purge_versions(admin_secondary, f"{prefix}/")
 
 
-def take_backup(sandbox, target, prefix):
+def take_backup(sandbox, target, prefix, now=None):
+    """A signed backup; its id is its moment to the second (now unless given), so two taken within one second are
+    one backup."""
     request = logical_backup.BackupRequest(
         "production",
         sandbox["production"]["dsn"],
@@ -70,6 +72,7 @@ def take_backup(sandbox, target, prefix):
         prefix=prefix,
         window="every_run",
         signing_key=signing_key(sandbox),  # restores check the signature, from the locked bucket too
+        now=now,
     )
     result = logical_backup.run(request)
     return result["backup_id"], result["manifest"]
@@ -313,7 +316,8 @@ def test_a_removed_default_retention_is_drift_in_the_report_and_the_alert(
 
 def test_a_deletion_refused_by_object_lock_says_locked_until_its_date(sandbox, writer, admin_secondary, prefix):
     primary, secondary = writer
-    older, _ = take_backup(sandbox, primary, prefix)
+    # Two backups an hour apart (taken within one second they would be one backup, the newest, never expired).
+    older, _ = take_backup(sandbox, primary, prefix, now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
     take_backup(sandbox, primary, prefix)
     immutable.secure(primary, secondary, prefix, "production", selector="pending", lock_days=1, mode="GOVERNANCE")
     # Judged 70 days ahead the copies' locks are over, so retention plans to expire the older backup; the endpoint,

@@ -130,6 +130,35 @@ def test_check_mode_plans_every_step_and_touches_nothing(run_playbook, sandbox, 
     assert_no_secrets(run, sandbox)
 
 
+def test_a_task_level_check_mode_rehearsal_of_a_new_database_connects_to_nothing(
+    run_playbook, sandbox, s3_target, prefix, tmp_path
+):
+    """check_mode on a block (as AWX workflows and molecule rehearse) leaves ansible_check_mode false: the role must
+    take 'only planned' from the restore result, never touch the database that does not exist yet, and write no
+    marker and no record."""
+    manifest = take_backup(sandbox, s3_target, prefix)
+    play = tmp_path / "rehearse.yml"
+    play.write_text(
+        "- hosts: restore_hosts\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - name: Rehearse\n"
+        "      check_mode: true\n"
+        "      block:\n"
+        "        - ansible.builtin.include_role:\n"
+        "            name: pgdr.supabase.restore\n"
+    )
+    before = staging_databases(sandbox)
+    env_before = Path(sandbox["env_files"]["staging"]).read_bytes()
+    run = run_playbook(str(play), restore_vars(prefix, tmp_path))
+    assert run.rc == 0, run.stdout[-6000:]
+    assert staging_databases(sandbox) == before
+    assert Path(sandbox["env_files"]["staging"]).read_bytes() == env_before
+    assert not (tmp_path / "ops").exists() and not (tmp_path / "reports").exists()
+    assert f"would restore backup {manifest['backup_id']}" in run.stdout
+    assert "no restore marker" not in run.stdout
+
+
 def test_corrupted_object_stops_before_anything_is_written(run_playbook, sandbox, s3_target, prefix, tmp_path):
     manifest = take_backup(sandbox, s3_target, prefix)
     data = next(o for o in manifest["objects"] if o.get("kind") == "data")
